@@ -1,0 +1,8 @@
+"""Code shared by the attention-segmentation bundles: layers, networks, transforms, data, I/O.
+
+Bundle configs ``$import common`` and reach the submodules below as attributes.
+"""
+
+from common import checkpoints, data, errors, io, report, transforms
+
+__all__ = ["checkpoints", "data", "errors", "io", "report", "transforms"]

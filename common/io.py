@@ -1,0 +1,48 @@
+"""Writing outputs so that a crash never leaves a half-written file under the final name."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from monai.config import PathLike
+from monai.data import NibabelWriter
+
+
+def _staging_path(final: Path) -> Path:
+    """A fresh hidden path beside ``final`` with the same suffixes (writers pick formats by suffix)."""
+    suffixes = "".join(final.suffixes)
+    handle, name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=f".partial{suffixes}", dir=final.parent)
+    os.close(handle)
+    return Path(name)
+
+
+def write_atomically(final: PathLike, write: Any) -> None:
+    """Call ``write(staging_path)`` then rename the staging file to ``final``; on failure remove it."""
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    staging = _staging_path(final)
+    try:
+        write(staging)
+        os.replace(staging, final)
+    except BaseException:
+        staging.unlink(missing_ok=True)
+        raise
+
+
+def write_json(final: PathLike, content: Any) -> None:
+    """Write ``content`` as indented JSON to ``final``, atomically."""
+    write_atomically(final, lambda path: Path(path).write_text(json.dumps(content, indent=2) + "\n"))
+
+
+class AtomicNibabelWriter(NibabelWriter):
+    """:class:`monai.data.NibabelWriter` that writes to a hidden temporary file, then renames it.
+
+    Use as ``SaveImaged(writer=AtomicNibabelWriter, ...)``.
+    """
+
+    def write(self, filename: PathLike, verbose: bool = False, **obj_kwargs: Any) -> None:
+        write_atomically(filename, lambda path: super(AtomicNibabelWriter, self).write(path, verbose, **obj_kwargs))

@@ -1,0 +1,111 @@
+"""Transforms that stop bad input early, with the file and the problem in the message."""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Mapping
+from typing import Any
+
+import numpy as np
+import torch
+from monai.config import KeysCollection
+from monai.data import MetaTensor
+from monai.transforms import LoadImaged, MapTransform
+
+from common.errors import InputError
+
+
+def source_name(volume: Any) -> str:
+    """The file a loaded volume came from, or ``"<array>"``."""
+    meta = getattr(volume, "meta", {})
+    return str(meta.get("filename_or_obj", "<array>"))
+
+
+class LoadVolumed(LoadImaged):
+    """:class:`monai.transforms.LoadImaged` whose read failures raise :class:`InputError` naming the
+    file (missing, truncated, not an image). Same arguments as ``LoadImaged``."""
+
+    def __call__(self, data: Mapping[Hashable, Any], reader: Any = None) -> dict[Hashable, Any]:
+        try:
+            return super().__call__(data, reader)
+        except Exception as err:
+            raise InputError(self._describe_failure(data, reader, err)) from err
+
+    def _describe_failure(self, data: Mapping[Hashable, Any], reader: Any, err: Exception) -> str:
+        """``"<file>: cannot be read ..."`` for the first key whose file fails to load on its own."""
+        for key in self.key_iterator(dict(data)):
+            try:
+                self._loader(data[key], reader)
+            except Exception as key_err:
+                return f"{data[key]}: cannot be read as an image ({_first_line(key_err)})"
+        return f"{', '.join(str(data[k]) for k in self.key_iterator(dict(data)))}: cannot be loaded ({_first_line(err)})"
+
+
+def _first_line(err: Exception) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
+class ValidateVolumed(MapTransform):
+    """Checks a channel-first image (and its label) right after loading.
+
+    Image: 3 spatial dimensions, ``in_channels`` channels, finite values. Label (when
+    ``label_key`` is in the data): one channel, the image's spatial shape and affine, integer values
+    in ``0 .. num_classes - 1``. Raises :class:`InputError` ``"<file>: <problem>"``.
+
+    Args:
+        image_key: key of the image, shape ``(C, D, H, W)``.
+        label_key: key of the label, shape ``(1, D, H, W)``; ``None`` for images only.
+        in_channels: channels the network expects.
+        num_classes: classes the network predicts, background included.
+        affine_tolerance: absolute tolerance (mm) between image and label affines.
+    """
+
+    def __init__(
+        self,
+        image_key: str = "image",
+        label_key: str | None = "label",
+        in_channels: int = 1,
+        num_classes: int = 2,
+        affine_tolerance: float = 1e-3,
+    ) -> None:
+        keys: KeysCollection = [image_key] if label_key is None else [image_key, label_key]
+        super().__init__(keys, allow_missing_keys=True)
+        self.image_key, self.label_key = image_key, label_key
+        self.in_channels, self.num_classes = in_channels, num_classes
+        self.affine_tolerance = affine_tolerance
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        image = d[self.image_key]
+        self._check_image(image)
+        if self.label_key is not None and self.label_key in d:
+            self._check_label(d[self.label_key], image)
+        return d
+
+    def _check_image(self, image: torch.Tensor) -> None:
+        name = source_name(image)
+        if image.ndim != 4:
+            raise InputError(f"{name}: expected a 3D volume, got {image.ndim - 1} spatial dimensions {tuple(image.shape[1:])}")
+        if image.shape[0] != self.in_channels:
+            raise InputError(f"{name}: the network takes {self.in_channels} channel(s), the image has {image.shape[0]}")
+        bad = int((~torch.isfinite(torch.as_tensor(image))).sum())
+        if bad:
+            raise InputError(f"{name}: {bad} NaN or infinite intensities")
+
+    def _check_label(self, label: torch.Tensor, image: torch.Tensor) -> None:
+        name = source_name(label)
+        if label.ndim != 4 or label.shape[0] != 1:
+            raise InputError(f"{name}: expected a one-channel 3D label, got shape {tuple(label.shape)}")
+        if label.shape[1:] != image.shape[1:]:
+            raise InputError(
+                f"{name}: label shape {tuple(label.shape[1:])} differs from image shape {tuple(image.shape[1:])} "
+                f"({source_name(image)})"
+            )
+        if isinstance(label, MetaTensor) and isinstance(image, MetaTensor):
+            if not np.allclose(label.affine.numpy(), image.affine.numpy(), atol=self.affine_tolerance):
+                raise InputError(f"{name}: label affine differs from the affine of image {source_name(image)}")
+        values = torch.unique(torch.as_tensor(label))
+        invalid = values[(values < 0) | (values > self.num_classes - 1) | (values != torch.round(values))]
+        if invalid.numel():
+            shown = ", ".join(f"{v:g}" for v in invalid[:5].tolist())
+            raise InputError(f"{name}: label values {shown} outside 0..{self.num_classes - 1}")
