@@ -1,0 +1,106 @@
+"""Attention benchmarks on CPU: prints markdown tables (time and peak memory), never asserts.
+
+1. Self-attention, forward + backward: the plain formulation (explicit N x N matrix, as in the
+   seed snippets and MONAI's SABlock default) against ``common.layers.MultiHeadSelfAttention`` (SDPA).
+2. UNETR at the paper's 96^3 ROI, forward: ``monai.networks.nets.UNETR`` against ours.
+
+Each case runs in its own process so that its peak resident memory is its own.
+Usage: ``python bench/attention.py`` (``make bench``).
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+
+import torch
+
+REPEATS = 3
+
+
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _explicit_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    weights = torch.softmax(q @ k.transpose(-1, -2) * q.shape[-1] ** -0.5, dim=-1)
+    return weights @ v
+
+
+def _attention_case(kind: str, tokens: int, channels: int, heads: int) -> dict:
+    from common.layers import MultiHeadSelfAttention
+
+    torch.manual_seed(0)
+    layer = MultiHeadSelfAttention(channels, heads)
+    if kind == "explicit":
+        def forward(x: torch.Tensor) -> torch.Tensor:
+            b, n, c = x.shape
+            q, k, v = layer.qkv(x).view(b, n, 3, heads, c // heads).permute(2, 0, 3, 1, 4)
+            return layer.out_proj(_explicit_attention(q, k, v).transpose(1, 2).reshape(b, n, c))
+    else:
+        forward = layer
+    x = torch.randn(1, tokens, channels, requires_grad=True)
+    baseline = _peak_rss_mb()
+    times = []
+    for _ in range(REPEATS):
+        start = time.perf_counter()
+        forward(x).sum().backward()
+        times.append(time.perf_counter() - start)
+    return {"seconds": min(times), "peak_mb": _peak_rss_mb() - baseline}
+
+
+def _unetr_case(kind: str, size: int) -> dict:
+    from monai.networks.nets import UNETR as MonaiUNETR
+
+    from common.networks import UNETR
+
+    torch.manual_seed(0)
+    net = (MonaiUNETR if kind == "monai" else UNETR)(1, 4, size).eval()
+    x = torch.randn(1, 1, size, size, size)
+    baseline = _peak_rss_mb()
+    times = []
+    with torch.no_grad():
+        for _ in range(REPEATS):
+            start = time.perf_counter()
+            net(x)
+            times.append(time.perf_counter() - start)
+    return {"seconds": min(times), "peak_mb": _peak_rss_mb() - baseline}
+
+
+def _run_isolated(case: str, *args) -> dict:
+    code = f"import json, sys; sys.path.insert(0, {os.path.dirname(__file__)!r}); import attention; print(json.dumps(attention.{case}(*{args!r})))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    print(f"{datetime.date.today()} | {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+          f"torch {torch.__version__}, {torch.get_num_threads()} threads\n")
+    print("Self-attention, forward + backward, batch 1, 64 channels, 2 heads (d = 32):\n")
+    print("| tokens N | explicit s | SDPA s | speed-up | explicit peak MB | SDPA peak MB | memory ratio |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
+    for grid in (16, 24):
+        tokens = grid**3
+        plain = _run_isolated("_attention_case", "explicit", tokens, 64, 2)
+        fused = _run_isolated("_attention_case", "sdpa", tokens, 64, 2)
+        print(f"| {tokens} ({grid}^3) | {plain['seconds']:.3f} | {fused['seconds']:.3f} | "
+              f"{plain['seconds'] / fused['seconds']:.1f}x | {plain['peak_mb']:.0f} | {fused['peak_mb']:.0f} | "
+              f"{fused['peak_mb'] / max(plain['peak_mb'], 1):.2f}x |")
+    print("\nUNETR, paper size (hidden 768, 12 layers), forward, batch 1, no grad:\n")
+    print("| ROI | MONAI UNETR s | ours s | ours / MONAI time | MONAI peak MB | ours peak MB |")
+    print("| --- | --- | --- | --- | --- | --- |")
+    for size in (96,):
+        reference = _run_isolated("_unetr_case", "monai", size)
+        ours = _run_isolated("_unetr_case", "ours", size)
+        print(f"| {size}^3 | {reference['seconds']:.3f} | {ours['seconds']:.3f} | {ours['seconds'] / reference['seconds']:.2f} | "
+              f"{reference['peak_mb']:.0f} | {ours['peak_mb']:.0f} |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,165 @@
+"""Bad input stops a bundle before any training step, with one line naming the file and the problem."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+
+from common.networks import UNETR
+from conftest import TINY_OVERRIDES, make_dataset, run_bundle, write_volume
+
+TINY = TINY_OVERRIDES["unetr"]
+
+
+def _load(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    image = nib.load(path)
+    return np.asarray(image.dataobj), image.affine
+
+
+def missing_image(root: Path) -> Path:
+    (root / "imagesTr" / "case0.nii.gz").unlink()
+    return root / "imagesTr" / "case0.nii.gz"
+
+
+def unreadable_image(root: Path) -> Path:
+    path = root / "imagesTr" / "case0.nii.gz"
+    path.write_bytes(b"this is not a NIfTI file")
+    return path
+
+
+def truncated_image(root: Path) -> Path:
+    path = root / "imagesTr" / "case0.nii.gz"
+    path.write_bytes(path.read_bytes()[:400])
+    return path
+
+
+def label_shape_differs(root: Path) -> Path:
+    path = root / "labelsTr" / "case0.nii.gz"
+    data, affine = _load(path)
+    write_volume(path, data[:, :, :-2], affine)
+    return path
+
+
+def label_affine_differs(root: Path) -> Path:
+    path = root / "labelsTr" / "case0.nii.gz"
+    data, affine = _load(path)
+    write_volume(path, data, affine @ np.diag([1.0, 1.0, 1.5, 1.0]))
+    return path
+
+
+def image_is_2d(root: Path) -> Path:
+    path = root / "imagesTr" / "case0.nii.gz"
+    data, affine = _load(path)
+    write_volume(path, data[:, :, 0], affine)
+    return path
+
+
+def image_has_two_channels(root: Path) -> Path:
+    path = root / "imagesTr" / "case0.nii.gz"
+    data, affine = _load(path)
+    write_volume(path, np.stack([data, data], axis=-1), affine)
+    return path
+
+
+def image_has_nan(root: Path) -> Path:
+    path = root / "imagesTr" / "case0.nii.gz"
+    data, affine = _load(path)
+    data = data.astype(np.float32)
+    data[3, 4, 5] = np.nan
+    write_volume(path, data, affine)
+    return path
+
+
+def label_out_of_range(root: Path) -> Path:
+    path = root / "labelsTr" / "case0.nii.gz"
+    data, affine = _load(path)
+    data = data.copy()
+    data[0, 0, 0] = 7
+    write_volume(path, data, affine)
+    return path
+
+
+def label_missing_in_datalist(root: Path) -> Path:
+    datalist = json.loads((root / "dataset.json").read_text())
+    del datalist["training"][0]["label"]
+    (root / "dataset.json").write_text(json.dumps(datalist))
+    return root / "dataset.json"
+
+
+CASES: dict[str, tuple[Callable[[Path], Path], str]] = {
+    "missing image": (missing_image, "file not found"),
+    "unreadable image": (unreadable_image, "cannot be read as an image"),
+    "truncated image": (truncated_image, "cannot be read as an image"),
+    "label shape differs": (label_shape_differs, "label shape (36, 36, 34) differs from image shape (36, 36, 36)"),
+    "label affine differs": (label_affine_differs, "label affine differs"),
+    "2D image": (image_is_2d, "expected a 3D volume, got 2 spatial dimensions"),
+    "4D image": (image_has_two_channels, "the network takes 1 channel(s), the image has 2"),
+    "NaN intensities": (image_has_nan, "1 NaN or infinite intensities"),
+    "label outside classes": (label_out_of_range, "label values 7 outside 0..3"),
+    "label missing": (label_missing_in_datalist, "item 0 of 'training' has no 'label'"),
+}
+
+
+def assert_one_line_error(result, path: Path | str, problem: str) -> None:
+    assert result.returncode != 0
+    lines = result.stderr.strip().splitlines()
+    assert lines and lines[-1].startswith(f"error: {path}: "), result.stderr[-2000:]
+    assert problem in lines[-1], lines[-1]
+    assert "Traceback" not in result.stderr, "bad input must not print a traceback"
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_bad_training_input_stops_before_training(case: str, tmp_path: Path) -> None:
+    damage, problem = CASES[case]
+    root = make_dataset(tmp_path / "data")
+    path = damage(root)
+    overrides = {**TINY, "dataset_dir": str(root), "ckpt_dir": str(tmp_path / "models"), "output_dir": str(tmp_path / "runs")}
+    result = run_bundle("unetr", ["train.json"], overrides, check=False)
+    assert_one_line_error(result, path, problem)
+    assert "Epoch: 1/" not in result.stdout
+    assert not (tmp_path / "models").exists() or not any((tmp_path / "models").iterdir())
+
+
+def test_no_data_says_how_to_get_it(tmp_path: Path) -> None:
+    result = run_bundle("unetr", ["train.json"], {**TINY, "dataset_dir": str(tmp_path / "nothing")}, check=False)
+    assert_one_line_error(result, tmp_path / "nothing" / "dataset.json", "run `make data`")
+
+
+def _inference(tmp_path: Path, checkpoint: Path):
+    root = make_dataset(tmp_path / "data")
+    overrides = {key: TINY[key] for key in ("roi_size", "feature_size", "hidden_size", "mlp_dim", "num_heads", "num_workers")}
+    overrides.update(input_dir=str(root / "imagesTr"), output_dir=str(tmp_path / "out"), ckpt_path=str(checkpoint))
+    return run_bundle("unetr", ["inference.json"], overrides, check=False)
+
+
+def _tiny_weights() -> dict:
+    return UNETR(1, 4, 32, feature_size=4, hidden_size=32, mlp_dim=64, num_heads=2).state_dict()
+
+
+class NotAWeight:
+    """Pickled by reference: ``torch.load(weights_only=True)`` must refuse to import it."""
+
+
+@pytest.mark.parametrize(
+    "name, content, problem",
+    [
+        ("truncated", lambda p: (torch.save({"model": _tiny_weights()}, p), p.write_bytes(p.read_bytes()[:1000])),
+         "not a loadable weights-only checkpoint"),
+        ("pickled code", lambda p: torch.save({"model": _tiny_weights(), "extra": NotAWeight()}, p),
+         "not a loadable weights-only checkpoint"),
+        ("other network", lambda p: torch.save({"model": {k.replace("vit.", "encoder."): v for k, v in _tiny_weights().items()}}, p),
+         "weights do not fit the network: missing"),
+    ],
+)
+def test_bad_checkpoint_stops_inference(name: str, content, problem: str, tmp_path: Path) -> None:
+    checkpoint = tmp_path / "model.pt"
+    content(checkpoint)
+    result = _inference(tmp_path, checkpoint)
+    assert_one_line_error(result, checkpoint, problem)
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
