@@ -75,7 +75,8 @@ class StrictCheckpointLoader(CheckpointLoader):
         if max_epochs is not None and engine.state.epoch > max_epochs:
             raise InputError(f"{path}: already trained {engine.state.epoch} epochs; pass --max_epochs above that to go on")
         engine.state.max_epochs = max_epochs
-        self.logger.info(f"Restored {sorted(self.load_dict)} from {path} (epoch {engine.state.epoch})")
+        resumed_at = f", resuming after epoch {engine.state.epoch}" if "trainer" in self.load_dict else ""
+        self.logger.info(f"Restored {sorted(self.load_dict)} from {path}{resumed_at}")
 
 
 class CheckpointMetadata:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import tempfile
 from pathlib import Path
@@ -10,6 +11,8 @@ from typing import Any
 
 from monai.config import PathLike
 from monai.data import NibabelWriter
+
+logger = logging.getLogger(__name__)
 
 
 def _staging_path(final: Path) -> Path:
@@ -45,4 +48,6 @@ class AtomicNibabelWriter(NibabelWriter):
     """
 
     def write(self, filename: PathLike, verbose: bool = False, **obj_kwargs: Any) -> None:
-        write_atomically(filename, lambda path: super(AtomicNibabelWriter, self).write(path, verbose, **obj_kwargs))
+        write_atomically(filename, lambda path: super(AtomicNibabelWriter, self).write(path, False, **obj_kwargs))
+        if verbose:
+            logger.info(f"wrote {filename}")

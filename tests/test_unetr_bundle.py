@@ -134,3 +134,16 @@ def test_configs_agree_on_network_and_preprocessing() -> None:
         assert train[key] == infer[key], key
     strip = lambda t: {k: v for k, v in t.items() if k not in ("keys", "mode", "label_key")}
     assert [strip(t) for t in train["load_transforms"]] == [strip(t) for t in infer["preprocessing"]["transforms"]]
+
+
+@pytest.mark.parametrize("config, workflow_type", [("train.json", "train"), ("inference.json", "infer")])
+def test_bundle_has_every_monai_workflow_property(config: str, workflow_type: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """What MONAI Label and ``monai.bundle`` tools look up in a train or inference config."""
+    from monai.bundle import ConfigWorkflow
+
+    monkeypatch.chdir(BUNDLES / BUNDLE)
+    monkeypatch.syspath_prepend(str(BUNDLES / BUNDLE))  # as `monai.bundle run` and MONAI Label do
+    workflow = ConfigWorkflow(config_file=f"configs/{config}", meta_file="configs/metadata.json", logging_file=False,
+                              workflow_type=workflow_type)
+    workflow.initialize()
+    assert workflow.check_properties() == []
