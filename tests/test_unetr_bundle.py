@@ -46,8 +46,9 @@ def test_train_one_epoch_leaves_checkpoints_and_events(trained: Path) -> None:
     assert list((trained / "runs").glob("events.out.tfevents.*"))
 
 
-def test_train_from_inside_the_bundle(tmp_path: Path, dataset: Path) -> None:
-    run_bundle(BUNDLE, ["train.json"], train_overrides(dataset, tmp_path), cwd=BUNDLES / BUNDLE, config_dir=Path("configs"))
+def test_train_from_inside_the_bundle_on_the_chosen_device(tmp_path: Path, dataset: Path) -> None:
+    overrides = train_overrides(dataset, tmp_path, device="cpu")
+    run_bundle(BUNDLE, ["train.json"], overrides, cwd=BUNDLES / BUNDLE, config_dir=Path("configs"))
     assert (tmp_path / "models" / "model.pt").is_file()
 
 
@@ -137,13 +138,15 @@ def test_configs_agree_on_network_and_preprocessing() -> None:
 
 
 @pytest.mark.parametrize("config, workflow_type", [("train.json", "train"), ("inference.json", "infer")])
-def test_bundle_has_every_monai_workflow_property(config: str, workflow_type: str, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_bundle_has_every_monai_workflow_property(
+    config: str, workflow_type: str, dataset: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """What MONAI Label and ``monai.bundle`` tools look up in a train or inference config."""
     from monai.bundle import ConfigWorkflow
 
     monkeypatch.chdir(BUNDLES / BUNDLE)
     monkeypatch.syspath_prepend(str(BUNDLES / BUNDLE))  # as `monai.bundle run` and MONAI Label do
     workflow = ConfigWorkflow(config_file=f"configs/{config}", meta_file="configs/metadata.json", logging_file=False,
-                              workflow_type=workflow_type)
+                              workflow_type=workflow_type, dataset_dir=str(dataset))
     workflow.initialize()
     assert workflow.check_properties() == []
