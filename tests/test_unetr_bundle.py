@@ -116,7 +116,7 @@ def test_verify_net_in_out() -> None:
 def test_metadata_follows_the_model_zoo_schema() -> None:
     schema = REPO_ROOT / "tests" / "data" / "meta_schema_20240725.json"
     command = [sys.executable, "-m", "monai.bundle", "verify_metadata", "--meta_file", "configs/metadata.json",
-               "--filepath", str(schema), "--hash_val", "981adcfadb0821ce0dffc1db1d07ae40a1f99b339a5910295475dd55f3ea6de8"]
+               "--filepath", str(schema), "--hash_val", "981adcfadb0821ce0dffc1db1d07ae40a1f99b339a5910295475dd55f3ea6de8", "--hash_type", "sha256"]
     result = subprocess.run(command, cwd=BUNDLES / BUNDLE, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0 and "metadata is verified with no error" in result.stdout + result.stderr, result.stderr[-2000:]
 
