@@ -2,7 +2,9 @@
 
 1. Self-attention, forward + backward: the plain formulation (explicit N x N matrix, as in the
    seed snippets and MONAI's SABlock default) against ``common.layers.MultiHeadSelfAttention`` (SDPA).
-2. UNETR at the paper's 96^3 ROI, forward: ``monai.networks.nets.UNETR`` against ours.
+2. The papers' dot-product blocks (global aggregation, position attention), forward + backward:
+   the plain formulation of ``tests/test_attention_blocks.py`` against ours.
+3. UNETR at the paper's 96^3 ROI, forward: ``monai.networks.nets.UNETR`` against ours.
 
 Each case runs in its own process so that its peak resident memory is its own.
 Usage: ``python bench/attention.py`` (``make bench``).
@@ -28,6 +30,17 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def _measure(step) -> dict:
+    """Best of ``REPEATS`` wall times of ``step()`` and the growth of peak resident memory."""
+    baseline = _peak_rss_mb()
+    times = []
+    for _ in range(REPEATS):
+        start = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - start)
+    return {"seconds": min(times), "peak_mb": _peak_rss_mb() - baseline}
+
+
 def _explicit_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     weights = torch.softmax(q @ k.transpose(-1, -2) * q.shape[-1] ** -0.5, dim=-1)
     return weights @ v
@@ -46,13 +59,27 @@ def _attention_case(kind: str, tokens: int, channels: int, heads: int) -> dict:
     else:
         forward = layer
     x = torch.randn(1, tokens, channels, requires_grad=True)
-    baseline = _peak_rss_mb()
-    times = []
-    for _ in range(REPEATS):
-        start = time.perf_counter()
-        forward(x).sum().backward()
-        times.append(time.perf_counter() - start)
-    return {"seconds": min(times), "peak_mb": _peak_rss_mb() - baseline}
+    return _measure(lambda: forward(x).sum().backward())
+
+
+def _block_case(kind: str, name: str, grid: int, channels: int) -> dict:
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
+    import test_attention_blocks as blocks
+
+    from common.layers import GlobalAggregationBlock, PositionAttention
+
+    torch.manual_seed(0)
+    block, reference = {
+        "global aggregation (same, 2 heads)": (
+            GlobalAggregationBlock(3, channels, channels, channels, channels, num_heads=2),
+            blocks.reference_global_aggregation,
+        ),
+        "position attention (PAM)": (PositionAttention(channels, key_channels=channels // 2), blocks.reference_position_attention),
+    }[name]
+    blocks.randomise_(block)
+    forward = block if kind == "ours" else (lambda x: reference(block, x))
+    x = torch.randn(1, channels, grid, grid, grid, requires_grad=True)
+    return _measure(lambda: forward(x).sum().backward())
 
 
 def _unetr_case(kind: str, size: int) -> dict:
@@ -63,14 +90,8 @@ def _unetr_case(kind: str, size: int) -> dict:
     torch.manual_seed(0)
     net = (MonaiUNETR if kind == "monai" else UNETR)(1, 4, size).eval()
     x = torch.randn(1, 1, size, size, size)
-    baseline = _peak_rss_mb()
-    times = []
     with torch.no_grad():
-        for _ in range(REPEATS):
-            start = time.perf_counter()
-            net(x)
-            times.append(time.perf_counter() - start)
-    return {"seconds": min(times), "peak_mb": _peak_rss_mb() - baseline}
+        return _measure(lambda: net(x))
 
 
 def _run_isolated(case: str, *args) -> dict:
@@ -92,6 +113,16 @@ def main() -> None:
         print(f"| {tokens} ({grid}^3) | {plain['seconds']:.3f} | {fused['seconds']:.3f} | "
               f"{plain['seconds'] / fused['seconds']:.1f}x | {plain['peak_mb']:.0f} | {fused['peak_mb']:.0f} | "
               f"{fused['peak_mb'] / max(plain['peak_mb'], 1):.2f}x |")
+    print("\nBlocks of the papers, forward + backward, batch 1, 64 channels (d = 32):\n")
+    print("| block | tokens N | plain s | ours s | speed-up | plain peak MB | ours peak MB | memory ratio |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    for name in ("global aggregation (same, 2 heads)", "position attention (PAM)"):
+        for grid in (16, 24):
+            plain = _run_isolated("_block_case", "plain", name, grid, 64)
+            fused = _run_isolated("_block_case", "ours", name, grid, 64)
+            print(f"| {name} | {grid**3} ({grid}^3) | {plain['seconds']:.3f} | {fused['seconds']:.3f} | "
+                  f"{plain['seconds'] / fused['seconds']:.1f}x | {plain['peak_mb']:.0f} | {fused['peak_mb']:.0f} | "
+                  f"{fused['peak_mb'] / max(plain['peak_mb'], 1):.2f}x |")
     print("\nUNETR, paper size (hidden 768, 12 layers), forward, batch 1, no grad:\n")
     print("| ROI | MONAI UNETR s | ours s | ours / MONAI time | MONAI peak MB | ours peak MB |")
     print("| --- | --- | --- | --- | --- | --- |")
