@@ -4,7 +4,8 @@
    seed snippets and MONAI's SABlock default) against ``common.layers.MultiHeadSelfAttention`` (SDPA).
 2. The papers' dot-product blocks (global aggregation, position attention), forward + backward:
    the plain formulation of ``tests/test_attention_blocks.py`` against ours.
-3. UNETR at the paper's 96^3 ROI, forward: ``monai.networks.nets.UNETR`` against ours.
+3. Gaussian-weighted axial attention (MT-UNet), forward: a loop over positions against ours.
+4. UNETR at the paper's 96^3 ROI, forward: ``monai.networks.nets.UNETR`` against ours.
 
 Each case runs in its own process so that its peak resident memory is its own.
 Usage: ``python bench/attention.py`` (``make bench``).
@@ -30,11 +31,11 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def _measure(step) -> dict:
-    """Best of ``REPEATS`` wall times of ``step()`` and the growth of peak resident memory."""
+def _measure(step, repeats: int = REPEATS) -> dict:
+    """Best of ``repeats`` wall times of ``step()`` and the growth of peak resident memory."""
     baseline = _peak_rss_mb()
     times = []
-    for _ in range(REPEATS):
+    for _ in range(repeats):
         start = time.perf_counter()
         step()
         times.append(time.perf_counter() - start)
@@ -82,6 +83,20 @@ def _block_case(kind: str, name: str, grid: int, channels: int) -> dict:
     return _measure(lambda: forward(x).sum().backward())
 
 
+def _axial_case(kind: str, grid: int, channels: int) -> dict:
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
+    import test_attention_blocks as blocks
+
+    from common.layers import GaussianAxialAttention
+
+    torch.manual_seed(0)
+    block = GaussianAxialAttention(channels, num_heads=2)
+    x = torch.randn(1, channels, grid, grid, grid)
+    forward = block if kind == "ours" else (lambda t: blocks.reference_gaussian_axial(block, t))
+    with torch.no_grad():
+        return _measure(lambda: forward(x), repeats=REPEATS if kind == "ours" else 1)
+
+
 def _unetr_case(kind: str, size: int) -> dict:
     from monai.networks.nets import UNETR as MonaiUNETR
 
@@ -123,6 +138,13 @@ def main() -> None:
             print(f"| {name} | {grid**3} ({grid}^3) | {plain['seconds']:.3f} | {fused['seconds']:.3f} | "
                   f"{plain['seconds'] / fused['seconds']:.1f}x | {plain['peak_mb']:.0f} | {fused['peak_mb']:.0f} | "
                   f"{fused['peak_mb'] / max(plain['peak_mb'], 1):.2f}x |")
+    print("\nGaussian-weighted axial attention, forward, batch 1, 16 channels, 2 heads:\n")
+    print("| grid | loop over positions s | ours s | speed-up |")
+    print("| --- | --- | --- | --- |")
+    for grid in (8, 16):
+        loop = _run_isolated("_axial_case", "loop", grid, 16)
+        ours = _run_isolated("_axial_case", "ours", grid, 16)
+        print(f"| {grid}^3 | {loop['seconds']:.3f} | {ours['seconds']:.4f} | {loop['seconds'] / ours['seconds']:.0f}x |")
     print("\nUNETR, paper size (hidden 768, 12 layers), forward, batch 1, no grad:\n")
     print("| ROI | MONAI UNETR s | ours s | ours / MONAI time | MONAI peak MB | ours peak MB |")
     print("| --- | --- | --- | --- | --- | --- |")

@@ -16,6 +16,7 @@ from common.layers import (
     AttentionGate,
     ChannelAttention,
     ExternalAttention,
+    GaussianAxialAttention,
     GlobalAggregationBlock,
     PositionAttention,
     PyramidPoolingSampler,
@@ -109,6 +110,28 @@ def reference_attention_gate(gate: AttentionGate, x: torch.Tensor, g: torch.Tens
     return x * torch.sigmoid(conv1x1(gate.psi, torch.relu(conv1x1(gate.W_x, x) + gating)))
 
 
+def reference_gaussian_axial(block: GaussianAxialAttention, x: torch.Tensor) -> torch.Tensor:
+    """A loop over positions, heads and axes: each position's logits over its own line."""
+    b_size, channels, *grid = x.shape
+    heads = block.num_heads
+    d = channels // heads
+    q, k, v = block.qkv(x.permute(0, 2, 3, 4, 1)).chunk(3, dim=-1)
+    out = torch.zeros(b_size, *grid, channels, device=x.device)
+    for b in range(b_size):
+        for position in torch.cartesian_prod(*(torch.arange(n) for n in grid)).tolist():
+            for head in range(heads):
+                ch = slice(head * d, (head + 1) * d)
+                for axis, length in enumerate(grid):
+                    others = [tuple(position[:axis] + [p] + position[axis + 1 :]) for p in range(length)]
+                    logits = torch.stack([
+                        q[(b, *position)][ch] @ k[(b, *o)][ch] / d**0.5 - block.shift[head] * (position[axis] - o[axis]) ** 2
+                        for o in others
+                    ])
+                    weights = torch.softmax(logits, dim=0)
+                    out[(b, *position)][ch] += sum(w * v[(b, *o)][ch] for w, o in zip(weights, others))
+    return block.proj(out).permute(0, 4, 1, 2, 3)
+
+
 # --- blocks under test: (block factory, input factory, reference) ------------------------------
 
 Case = tuple[Callable[[], torch.nn.Module], Callable[[tuple, int], tuple], Callable]
@@ -134,6 +157,7 @@ CASES: dict[str, Case] = {
     "external": (lambda: ExternalAttention(16, num_heads=8, memory_units=8),
                  lambda grid, batch: (torch.randn(batch, grid[0] * grid[1] * grid[2], 16),),
                  reference_external_attention),
+    "gaussian-axial": (lambda: GaussianAxialAttention(8, num_heads=2), _maps(8), reference_gaussian_axial),
     "gate": (lambda: AttentionGate(3, 8, 12, 6, norm=None),
              lambda grid, batch: (torch.randn(batch, 8, *grid), torch.randn(batch, 12, *(max(s // 2, 1) for s in grid))),
              reference_attention_gate),
@@ -243,3 +267,11 @@ def test_fused_attention_any_width_matches_explicit(d_k: int, d_v: int, scale: f
     q, k, v = torch.randn(2, 3, 11, d_k), torch.randn(2, 3, 13, d_k), torch.randn(2, 3, 13, d_v)
     logits = q @ k.transpose(-1, -2) * (d_k**-0.5 if scale is None else scale)
     torch.testing.assert_close(fused_attention(q, k, v, scale=scale), torch.softmax(logits, dim=-1) @ v, **TOL)
+
+
+def test_gaussian_axial_shift_stays_positive() -> None:
+    block = GaussianAxialAttention(8, num_heads=2, initial_shift=0.3)
+    torch.testing.assert_close(block.shift, torch.full((2,), 0.3))
+    with torch.no_grad():
+        block.raw_shift.fill_(-20.0)
+    assert (block.shift > 0).all()

@@ -3,6 +3,7 @@
 from common.layers.attention_gate import AttentionGate
 from common.layers.danet_attention import ChannelAttention, PositionAttention
 from common.layers.external_attention import ExternalAttention
+from common.layers.gaussian_axial_attention import GaussianAxialAttention
 from common.layers.global_aggregation import GlobalAggregationBlock
 from common.layers.pyramid_attention import AsymmetricFusionBlock, AsymmetricPyramidBlock, PyramidPoolingSampler
 from common.layers.self_attention import MultiHeadSelfAttention
@@ -16,6 +17,7 @@ __all__ = [
     "AttentionGate",
     "ChannelAttention",
     "ExternalAttention",
+    "GaussianAxialAttention",
     "GlobalAggregationBlock",
     "MultiHeadSelfAttention",
     "PositionAttention",
