@@ -23,28 +23,12 @@ def latest_checkpoint(ckpt_dir: str | Path) -> str:
     return str(found[max(found)])
 
 
-def _mismatch(network: torch.nn.Module, weights: dict) -> str:
-    """What differs between ``weights`` and ``network``'s state dict, on one line ('' if nothing)."""
-    if isinstance(network, (torch.nn.DataParallel, torch.nn.parallel.DistributedDataParallel)):
-        network = network.module
-    expected = network.state_dict()
-    missing = sorted(set(expected) - set(weights))
-    unexpected = sorted(set(weights) - set(expected))
-    shapes = sorted(
-        f"{k} {tuple(weights[k].shape)} vs {tuple(expected[k].shape)}"
-        for k in set(expected) & set(weights)
-        if hasattr(weights[k], "shape") and weights[k].shape != expected[k].shape
-    )
-    parts = [f"{label} {items[:3]}{' ...' if len(items) > 3 else ''} ({len(items)})"
-             for label, items in (("missing", missing), ("unexpected", unexpected), ("shape", shapes)) if items]
-    return "; ".join(parts)
-
-
 class StrictCheckpointLoader(CheckpointLoader):
     """:class:`monai.handlers.CheckpointLoader`, strict, whose failures raise :class:`InputError`.
 
     A missing, truncated or pickled-code checkpoint (``torch.load(weights_only=True)`` refuses code),
-    or weights whose keys or shapes differ from a network's, stop with one line naming the file.
+    or weights whose keys or shapes differ from a network's (torch's strict check, after the
+    network's own load hooks), stop with one line naming the file.
     Same arguments as ``CheckpointLoader``; ``strict`` and ``strict_shape`` are always on.
     """
 
@@ -65,13 +49,15 @@ class StrictCheckpointLoader(CheckpointLoader):
         first_key = next(iter(self.load_dict))
         if len(self.load_dict) == 1 and first_key not in checkpoint:
             checkpoint = {first_key: checkpoint}
-        for key, obj in self.load_dict.items():
-            if key not in checkpoint:
-                raise InputError(f"{path}: has no '{key}' entry (it has {sorted(checkpoint)})")
-            if isinstance(obj, torch.nn.Module) and (problem := _mismatch(obj, checkpoint[key])):
-                raise InputError(f"{path}: weights do not fit the network: {problem}")
+        missing = [key for key in self.load_dict if key not in checkpoint]
+        if missing:
+            raise InputError(f"{path}: has no {missing} entry (it has {sorted(checkpoint)})")
         max_epochs = engine.state.max_epochs
-        Checkpoint.load_objects(to_load=self.load_dict, checkpoint=checkpoint, strict=True)
+        try:
+            Checkpoint.load_objects(to_load=self.load_dict, checkpoint=checkpoint, strict=True)
+        except RuntimeError as err:  # torch's strict check: missing/unexpected keys, shape mismatches
+            reason = " ".join(str(err).split())
+            raise InputError(f"{path}: weights do not fit the network: {reason[:400]}") from err
         if max_epochs is not None and engine.state.epoch > max_epochs:
             raise InputError(f"{path}: already trained {engine.state.epoch} epochs; pass --max_epochs above that to go on")
         engine.state.max_epochs = max_epochs

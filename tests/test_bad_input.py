@@ -154,7 +154,7 @@ class NotAWeight:
         ("pickled code", lambda p: torch.save({"model": _tiny_weights(), "extra": NotAWeight()}, p),
          "not a loadable weights-only checkpoint"),
         ("other network", lambda p: torch.save({"model": {k.replace("vit.", "encoder."): v for k, v in _tiny_weights().items()}}, p),
-         "weights do not fit the network: missing"),
+         "weights do not fit the network: Error(s) in loading state_dict for UNETR: Missing key(s)"),
     ],
 )
 def test_bad_checkpoint_stops_inference(name: str, content, problem: str, tmp_path: Path) -> None:

@@ -103,6 +103,19 @@ def test_inference_keeps_the_input_grid(trained: Path, tmp_path: Path) -> None:
     assert set(np.unique(np.asarray(segmentation.dataobj))) <= {0, 1, 2, 3}
 
 
+def test_inference_accepts_a_monai_unetr_checkpoint(trained: Path, tmp_path: Path) -> None:
+    """Weights of ``monai.networks.nets.UNETR`` load strictly through the bundle's own loader."""
+    from monai.networks.nets import UNETR as MonaiUNETR
+
+    sizes = {key: TINY[key] for key in ("feature_size", "hidden_size", "mlp_dim", "num_heads")}
+    checkpoint = tmp_path / "monai_unetr.pt"
+    torch.save(MonaiUNETR(1, 4, TINY["roi_size"], **sizes).state_dict(), checkpoint)
+    overrides = {"roi_size": TINY["roi_size"], **sizes, "num_workers": 0, "ckpt_path": str(checkpoint),
+                 "input_dir": str(trained / "data" / "imagesTr"), "output_dir": str(tmp_path / "out")}
+    run_bundle(BUNDLE, ["inference.json"], overrides)
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["case0_seg.nii.gz", "case1_seg.nii.gz"]
+
+
 def test_verify_net_in_out() -> None:
     command = [sys.executable, "-m", "monai.bundle", "verify_net_in_out", "network_def", "--meta_file", "configs/metadata.json",
                "--config_file", "configs/inference.json", "--roi_size", "[32, 32, 32]", "--hidden_size", "32",
