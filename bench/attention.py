@@ -63,10 +63,16 @@ def _attention_case(kind: str, tokens: int, channels: int, heads: int) -> dict:
     return _measure(lambda: forward(x).sum().backward())
 
 
-def _block_case(kind: str, name: str, grid: int, channels: int) -> dict:
+def _references():
+    """The plain formulations of ``tests/test_attention_blocks.py``, shared with the tests."""
     sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
-    import test_attention_blocks as blocks
+    import test_attention_blocks
 
+    return test_attention_blocks
+
+
+def _block_case(kind: str, name: str, grid: int, channels: int) -> dict:
+    blocks = _references()
     from common.layers import GlobalAggregationBlock, PositionAttention
 
     torch.manual_seed(0)
@@ -84,9 +90,7 @@ def _block_case(kind: str, name: str, grid: int, channels: int) -> dict:
 
 
 def _axial_case(kind: str, grid: int, channels: int) -> dict:
-    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
-    import test_attention_blocks as blocks
-
+    blocks = _references()
     from common.layers import GaussianAxialAttention
 
     torch.manual_seed(0)

@@ -10,7 +10,7 @@ from ignite.engine import Engine
 from ignite.handlers import Checkpoint
 from monai.handlers import CheckpointLoader
 
-from common.errors import InputError
+from common.errors import InputError, first_line
 
 _EPOCH_CHECKPOINT = re.compile(r"checkpoint_epoch=(\d+)\.pt$")
 
@@ -42,8 +42,7 @@ class StrictCheckpointLoader(CheckpointLoader):
         try:
             checkpoint = torch.load(path, map_location=self.map_location, weights_only=True)
         except Exception as err:
-            reason = str(err).strip().splitlines()[0]
-            raise InputError(f"{path}: not a loadable weights-only checkpoint ({reason})") from err
+            raise InputError(f"{path}: not a loadable weights-only checkpoint ({first_line(err)})") from err
         if not isinstance(checkpoint, dict):
             raise InputError(f"{path}: holds a {type(checkpoint).__name__}, not a dict of state dicts")
         first_key = next(iter(self.load_dict))

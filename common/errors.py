@@ -10,6 +10,12 @@ class InputError(ValueError):
     """Bad input data or checkpoint; the message is ``"<file>: <problem>"``."""
 
 
+def first_line(err: BaseException) -> str:
+    """The first line of ``err``'s message, or its type name when the message is empty."""
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
 def find_input_error(exc: BaseException | None) -> InputError | None:
     """The first :class:`InputError` in ``exc``'s chain of causes, or ``None``.
 

@@ -11,7 +11,7 @@ from monai.config import KeysCollection
 from monai.data import MetaTensor
 from monai.transforms import LoadImaged, MapTransform
 
-from common.errors import InputError
+from common.errors import InputError, first_line
 
 
 def source_name(volume: Any) -> str:
@@ -36,13 +36,8 @@ class LoadVolumed(LoadImaged):
             try:
                 self._loader(data[key], reader)
             except Exception as key_err:
-                return f"{data[key]}: cannot be read as an image ({_first_line(key_err)})"
-        return f"{', '.join(str(data[k]) for k in self.key_iterator(dict(data)))}: cannot be loaded ({_first_line(err)})"
-
-
-def _first_line(err: Exception) -> str:
-    text = str(err).strip()
-    return text.splitlines()[0] if text else type(err).__name__
+                return f"{data[key]}: cannot be read as an image ({first_line(key_err)})"
+        return f"{', '.join(str(data[k]) for k in self.key_iterator(dict(data)))}: cannot be loaded ({first_line(err)})"
 
 
 class ValidateVolumed(MapTransform):

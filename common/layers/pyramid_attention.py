@@ -35,11 +35,6 @@ class PyramidPoolingSampler(nn.Module):
         return torch.cat([F.adaptive_avg_pool3d(x, size).flatten(2) for size in self.sizes], dim=2)
 
 
-def _sampled_tokens(sampler: PyramidPoolingSampler, x: torch.Tensor) -> torch.Tensor:
-    """``(B, C, D, H, W)`` to the pyramid-sampled tokens ``(B, 1, S, C)``."""
-    return sampler(x).transpose(1, 2).unsqueeze(1)
-
-
 class _PyramidAttention(nn.Module):
     """Queries of the target map attend over pyramid-sampled keys and values (one head, logits
     scaled by ``key_channels^-1/2``); the context is projected by a zero-initialised 1x1 conv, then
@@ -60,7 +55,7 @@ class _PyramidAttention(nn.Module):
 
     def context(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
         attended = fused_attention(
-            to_tokens(query), _sampled_tokens(self.sampler, key), _sampled_tokens(self.sampler, value)
+            to_tokens(query), to_tokens(self.sampler(key)), to_tokens(self.sampler(value))
         )
         return self.project(from_tokens(attended, query.shape[2:]))
 
