@@ -2,8 +2,9 @@
 
 1. Self-attention, forward + backward: the plain formulation (explicit N x N matrix, as in the
    seed snippets and MONAI's SABlock default) against ``common.layers.MultiHeadSelfAttention`` (SDPA).
-2. The papers' dot-product blocks (global aggregation, position attention), forward + backward:
-   the plain formulation of ``tests/test_attention_blocks.py`` against ours.
+2. The papers' dot-product blocks (global aggregation, position attention, window attention, the
+   guided attention module), forward + backward: the plain formulation of
+   ``tests/test_attention_blocks.py`` against ours.
 3. Gaussian-weighted axial attention (MT-UNet), forward: a loop over positions against ours.
 4. UNETR at the paper's 96^3 ROI, forward: ``monai.networks.nets.UNETR`` against ours.
 
@@ -71,22 +72,30 @@ def _references():
     return test_attention_blocks
 
 
+BLOCKS = (
+    "global aggregation (same, 2 heads)",
+    "position attention (PAM, keys C/2)",
+    "window attention (window 8, 2 heads)",
+    "guided attention module (PAM + CAM)",
+)
+
+
 def _block_case(kind: str, name: str, grid: int, channels: int) -> dict:
     blocks = _references()
-    from common.layers import GlobalAggregationBlock, PositionAttention
+    from common.layers import GlobalAggregationBlock, GuidedAttentionModule, PositionAttention, WindowAttention
 
     torch.manual_seed(0)
-    block, reference = {
-        "global aggregation (same, 2 heads)": (
-            GlobalAggregationBlock(3, channels, channels, channels, channels, num_heads=2),
-            blocks.reference_global_aggregation,
-        ),
-        "position attention (PAM)": (PositionAttention(channels, key_channels=channels // 2), blocks.reference_position_attention),
+    block, reference, inputs = {
+        BLOCKS[0]: (GlobalAggregationBlock(3, channels, channels, channels, channels, num_heads=2),
+                    blocks.reference_global_aggregation, 1),
+        BLOCKS[1]: (PositionAttention(channels, key_channels=channels // 2), blocks.reference_position_attention, 1),
+        BLOCKS[2]: (WindowAttention(channels, window_size=8, num_heads=2), blocks.reference_window_attention, 1),
+        BLOCKS[3]: (GuidedAttentionModule(channels // 2, channels // 2), blocks.reference_guided_attention, 2),
     }[name]
     blocks.randomise_(block)
-    forward = block if kind == "ours" else (lambda x: reference(block, x))
-    x = torch.randn(1, channels, grid, grid, grid, requires_grad=True)
-    return _measure(lambda: forward(x).sum().backward())
+    forward = block if kind == "ours" else (lambda *x: reference(block, *x))
+    x = [torch.randn(1, channels // inputs, grid, grid, grid, requires_grad=True) for _ in range(inputs)]
+    return _measure(lambda: sum(out.sum() for out in blocks.outputs(forward(*x))).backward())
 
 
 def _axial_case(kind: str, grid: int, channels: int) -> dict:
@@ -135,7 +144,7 @@ def main() -> None:
     print("\nBlocks of the papers, forward + backward, batch 1, 64 channels (d = 32):\n")
     print("| block | tokens N | plain s | ours s | speed-up | plain peak MB | ours peak MB | memory ratio |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")
-    for name in ("global aggregation (same, 2 heads)", "position attention (PAM)"):
+    for name in BLOCKS:
         for grid in (16, 24):
             plain = _run_isolated("_block_case", "plain", name, grid, 64)
             fused = _run_isolated("_block_case", "ours", name, grid, 64)

@@ -17,9 +17,14 @@ from common.layers import (
     ChannelAttention,
     ExternalAttention,
     GaussianAxialAttention,
+    DynamicWindowAggregation,
     GlobalAggregationBlock,
+    GuidedAttentionModule,
+    GuidedAttentionOutput,
+    LocalGlobalGaussianAttention,
     PositionAttention,
     PyramidPoolingSampler,
+    WindowAttention,
 )
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
@@ -132,6 +137,61 @@ def reference_gaussian_axial(block: GaussianAxialAttention, x: torch.Tensor) -> 
     return block.proj(out).permute(0, 4, 1, 2, 3)
 
 
+def _window_slices(grid: tuple, window: int) -> list[tuple[slice, ...]]:
+    """Every window of ``grid`` as slices, in raster order, the last ones cut at the border."""
+    starts = torch.cartesian_prod(*(torch.arange(0, n, window) for n in grid)).view(-1, 3).tolist()
+    return [tuple(slice(s, s + window) for s in start) for start in starts]
+
+
+def reference_window_attention(block: WindowAttention, x: torch.Tensor) -> torch.Tensor:
+    """A loop over windows: each window cut from the unpadded map (no padding exists to leak), one
+    explicit softmax attention per sample and head among its real voxels."""
+    attention = block.attention
+    heads, d = attention.num_heads, attention.head_dim
+    out = torch.zeros_like(x)
+    for window in _window_slices(tuple(x.shape[2:]), block.window_size):
+        region = x[(slice(None), slice(None), *window)]
+        tokens = region.flatten(2).transpose(1, 2)  # (B, n, C)
+        q, k, v = (t.unflatten(-1, (heads, d)).transpose(1, 2) for t in attention.qkv(tokens).chunk(3, dim=-1))
+        mixed = torch.softmax(q @ k.transpose(-1, -2) / d**0.5, dim=-1) @ v
+        projected = attention.out_proj(mixed.transpose(1, 2).flatten(2))
+        out[(slice(None), slice(None), *window)] = projected.transpose(1, 2).view_as(region)
+    return out
+
+
+def reference_window_aggregation(block: DynamicWindowAggregation, x: torch.Tensor) -> torch.Tensor:
+    """A loop over windows: mean of the real voxels, one logit per voxel from the linear layer's row
+    for its position inside the window, softmax, weighted sum."""
+    w = block.window_size
+    grid = tuple(x.shape[2:])
+    counts = [-(-n // w) for n in grid]
+    out = torch.zeros(x.shape[0], x.shape[1], *counts)
+    for window in _window_slices(grid, w):
+        region = x[(slice(None), slice(None), *window)]
+        rows = [(i * w + j) * w + k for i in range(region.shape[2]) for j in range(region.shape[3]) for k in range(region.shape[4])]
+        logits = (region.flatten(2).mean(dim=2) @ block.weights.weight[rows].T) + block.weights.bias[rows]
+        pooled = (region.flatten(2) * torch.softmax(logits, dim=-1)[:, None, :]).sum(dim=2)
+        out[(slice(None), slice(None), *(s.start // w for s in window))] = pooled
+    return out
+
+
+def reference_lgg_attention(block: LocalGlobalGaussianAttention, x: torch.Tensor) -> torch.Tensor:
+    local = reference_window_attention(block.local_attention, x)
+    aggregated = reference_window_aggregation(block.aggregation, local)
+    global_context = reference_gaussian_axial(block.global_attention, aggregated)
+    upsampled = F.interpolate(global_context, size=x.shape[2:], mode="trilinear", align_corners=False)
+    return block.fuse(torch.cat([local, upsampled], dim=1))
+
+
+def reference_guided_attention(block: GuidedAttentionModule, features: torch.Tensor, multiscale: torch.Tensor) -> tuple:
+    """The paper's composition on the reference PAM and CAM; the convolutions are the block's own."""
+    x = torch.cat([features, multiscale], dim=1)
+    attended = reference_position_attention(block.position_attention, x) + reference_channel_attention(block.channel_attention, x)
+    latent = block.encoder(x)
+    reconstruction = block.decode(latent, x.shape[2:])
+    return GuidedAttentionOutput(block.attention_map(reconstruction * attended) * multiscale, reconstruction, latent)
+
+
 # --- blocks under test: (block factory, input factory, reference) ------------------------------
 
 Case = tuple[Callable[[], torch.nn.Module], Callable[[tuple, int], tuple], Callable]
@@ -158,10 +218,21 @@ CASES: dict[str, Case] = {
                  lambda grid, batch: (torch.randn(batch, grid[0] * grid[1] * grid[2], 16),),
                  reference_external_attention),
     "gaussian-axial": (lambda: GaussianAxialAttention(8, num_heads=2), _maps(8), reference_gaussian_axial),
+    "window": (lambda: WindowAttention(8, window_size=3, num_heads=2), _maps(8), reference_window_attention),
+    "window-aggregation": (lambda: DynamicWindowAggregation(8, window_size=2), _maps(8), reference_window_aggregation),
+    "lgg": (lambda: LocalGlobalGaussianAttention(8, window_size=2, num_heads=2), _maps(8), reference_lgg_attention),
+    "guided": (lambda: GuidedAttentionModule(6, 10, latent_channels=12, attention_downsample=2),
+               lambda grid, batch: (torch.randn(batch, 6, *grid), torch.randn(batch, 10, *grid)),
+               reference_guided_attention),
     "gate": (lambda: AttentionGate(3, 8, 12, 6, norm=None),
              lambda grid, batch: (torch.randn(batch, 8, *grid), torch.randn(batch, 12, *(max(s // 2, 1) for s in grid))),
              reference_attention_gate),
 }
+
+
+def outputs(result: torch.Tensor | tuple) -> tuple[torch.Tensor, ...]:
+    """A block's result as a tuple of tensors (the guided attention module returns three)."""
+    return tuple(result) if isinstance(result, tuple) else (result,)
 
 
 def build(name: str, device: str = "cpu") -> torch.nn.Module:
@@ -186,8 +257,7 @@ def test_block_matches_reference(name: str, grid: tuple, device: str) -> None:
 @pytest.mark.parametrize("name", list(CASES))
 def test_gradients_reach_every_parameter(name: str) -> None:
     block = build(name).train()
-    out = block(*inputs(name, (5, 6, 4)))
-    (out * torch.randn_like(out)).sum().backward()
+    sum((out * torch.randn_like(out)).sum() for out in outputs(block(*inputs(name, (5, 6, 4))))).backward()
     assert [n for n, p in block.named_parameters() if p.grad is None or not p.grad.abs().sum()] == []
 
 
@@ -199,7 +269,8 @@ def test_batch_independence(name: str) -> None:
     for t in changed:
         t[1] = torch.randn_like(t[1])
     with torch.no_grad():
-        torch.testing.assert_close(block(*args)[0], block(*changed)[0])
+        for original, perturbed in zip(outputs(block(*args)), outputs(block(*changed))):
+            torch.testing.assert_close(original[0], perturbed[0])
 
 
 @pytest.mark.parametrize("name", list(CASES))

@@ -20,8 +20,8 @@ class PositionAttention(nn.Module):
 
     Args:
         in_channels: channels ``C`` of the input.
-        key_channels: channels of queries and keys; default ``max(C // 8, 1)`` as in DANet. Very
-            narrow keys (< 16) keep memory O(N) but make the fused kernel slow on CPU.
+        key_channels: channels of queries and keys; default ``max(C // 8, 1)`` as in DANet (keys
+            narrower than 16 are zero-padded for the fused kernel, see ``fused_attention``).
         downsample: pooling factor of the grid the attention runs on.
     """
 

@@ -35,10 +35,12 @@ class MultiHeadSelfAttention(nn.Module):
         self.out_proj = nn.Linear(hidden_size, hidden_size)
         self.drop_output = nn.Dropout(dropout_rate)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``x``: ``(B, N, C)`` tokens; returns ``(B, N, C)``."""
+    def forward(self, x: torch.Tensor, key_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """``x``: ``(B, N, C)`` tokens; ``key_mask``: optional boolean ``(B, N)``, ``False`` for tokens
+        no query may attend to (padding). Returns ``(B, N, C)``."""
         batch, tokens, channels = x.shape
         qkv = self.qkv(x).view(batch, tokens, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
         dropout_p = self.dropout_rate if self.training else 0.0
-        out = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2], dropout_p=dropout_p)
+        mask = None if key_mask is None else key_mask[:, None, None, :]
+        out = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2], attn_mask=mask, dropout_p=dropout_p)
         return self.drop_output(self.out_proj(out.transpose(1, 2).reshape(batch, tokens, channels)))
