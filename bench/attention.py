@@ -7,6 +7,7 @@
    ``tests/test_attention_blocks.py`` against ours.
 3. Gaussian-weighted axial attention (MT-UNet), forward: a loop over positions against ours.
 4. UNETR at the paper's 96^3 ROI, forward: ``monai.networks.nets.UNETR`` against ours.
+5. The convolutional attention networks of the bundles (and MONAI's ``AttentionUnet``), forward.
 
 Each case runs in its own process so that its peak resident memory is its own.
 Usage: ``python bench/attention.py`` (``make bench``).
@@ -122,6 +123,29 @@ def _unetr_case(kind: str, size: int) -> dict:
         return _measure(lambda: net(x))
 
 
+NETWORKS = (
+    "MONAI AttentionUnet (16-128)", "attention_unet (feature 16)", "nonlocal_unet (feature 16)", "ann_net (feature 16)",
+)
+
+
+def _network_case(name: str, size: int) -> dict:
+    from monai.networks.nets import AttentionUnet
+
+    from common.networks import ANNNet, AttentionUNet, NonLocalUNet
+
+    torch.manual_seed(0)
+    net = {
+        NETWORKS[0]: lambda: AttentionUnet(3, 1, 4, channels=(16, 32, 64, 128), strides=(2, 2, 2)),
+        NETWORKS[1]: lambda: AttentionUNet(1, 4, 16),
+        NETWORKS[2]: lambda: NonLocalUNet(1, 4, 16),
+        NETWORKS[3]: lambda: ANNNet(1, 4, 16),
+    }[name]().eval()
+    x = torch.randn(1, 1, size, size, size)
+    with torch.no_grad():
+        result = _measure(lambda: net(x))
+    return {**result, "params": sum(p.numel() for p in net.parameters())}
+
+
 def _run_isolated(case: str, *args) -> dict:
     code = f"import json, sys; sys.path.insert(0, {os.path.dirname(__file__)!r}); import attention; print(json.dumps(attention.{case}(*{args!r})))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
@@ -166,6 +190,14 @@ def main() -> None:
         ours = _run_isolated("_unetr_case", "ours", size)
         print(f"| {size}^3 | {reference['seconds']:.3f} | {ours['seconds']:.3f} | {ours['seconds'] / reference['seconds']:.2f} | "
               f"{reference['peak_mb']:.0f} | {ours['peak_mb']:.0f} |")
+
+
+    print("\nConvolutional attention networks, forward, batch 1, no grad, 4 classes:\n")
+    print("| network | ROI | parameters | forward s | peak MB |")
+    print("| --- | --- | --- | --- | --- |")
+    for name in NETWORKS:
+        result = _run_isolated("_network_case", name, 64)
+        print(f"| {name} | 64^3 | {result['params'] / 1e6:.2f} M | {result['seconds']:.3f} | {result['peak_mb']:.0f} |")
 
 
 if __name__ == "__main__":

@@ -16,21 +16,28 @@ from monai.data import create_test_image_3d
 REPO_ROOT = Path(__file__).resolve().parent.parent
 BUNDLES = REPO_ROOT / "bundles"
 
+BUNDLE_NAMES = sorted(p.name for p in BUNDLES.iterdir() if (p / "configs" / "train.json").is_file())
+
 # Overrides that make a bundle train in seconds: the networks' smallest sensible sizes.
+_TINY_RUN = {"roi_size": [32, 32, 32], "num_samples": 2, "sw_batch_size": 2, "num_workers": 0, "max_epochs": 1, "val_interval": 1}
 TINY_OVERRIDES = {
-    "unetr": {
-        "roi_size": [32, 32, 32],
-        "feature_size": 4,
-        "hidden_size": 32,
-        "mlp_dim": 64,
-        "num_heads": 2,
-        "num_samples": 2,
-        "sw_batch_size": 2,
-        "num_workers": 0,
-        "max_epochs": 1,
-        "val_interval": 1,
-    }
+    "unetr": {**_TINY_RUN, "feature_size": 4, "hidden_size": 32, "mlp_dim": 64, "num_heads": 2},
+    "attention_unet": {**_TINY_RUN, "feature_size": 4},
+    "nonlocal_unet": {**_TINY_RUN, "feature_size": 4, "num_heads": 2},
+    "ann_net": {**_TINY_RUN, "feature_size": 4},
 }
+
+
+def network_overrides(bundle: str) -> dict:
+    """The tiny overrides that size the network (the keys ``inference.json`` also has)."""
+    infer = json.loads((BUNDLES / bundle / "configs" / "inference.json").read_text())
+    return {key: value for key, value in TINY_OVERRIDES[bundle].items() if key in infer}
+
+
+def train_overrides(bundle: str, dataset: Path, out: Path, **extra) -> dict:
+    """Tiny training of ``bundle`` on ``dataset``, writing under ``out``."""
+    return {**TINY_OVERRIDES[bundle], "dataset_dir": str(dataset), "ckpt_dir": str(out / "models"),
+            "output_dir": str(out / "runs"), **extra}
 
 
 def write_volume(path: Path, array: np.ndarray, affine: np.ndarray | None = None) -> Path:

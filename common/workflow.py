@@ -1,0 +1,124 @@
+"""Pieces of the training, evaluation and inference workflows that every bundle's configs share.
+
+Each bundle's JSON calls these by ``_target_`` with its own keys (``in_channels``, ``spacing``,
+``roi_size`` ...), so the transform chains and checkpoint rules are written once, here, and a
+bundle folder still runs on its own with ``common`` importable.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from ignite.handlers import Checkpoint, DiskSaver
+from monai.handlers import stopping_fn_from_metric
+from monai.transforms import (
+    Activationsd,
+    AsDiscreted,
+    Compose,
+    DeleteItemsd,
+    EnsureChannelFirstd,
+    EnsureTyped,
+    FgBgToIndicesd,
+    Invertd,
+    MapTransform,
+    Orientationd,
+    RandCropByPosNegLabeld,
+    RandScaleIntensityd,
+    RandShiftIntensityd,
+    SaveImaged,
+    ScaleIntensityRangePercentilesd,
+    Spacingd,
+    SpatialPadd,
+)
+
+from common.io import AtomicNibabelWriter
+from common.transforms import LoadVolumed, ValidateVolumed
+
+
+def load_volumes(
+    keys: str | Sequence[str],
+    in_channels: int,
+    num_classes: int,
+    spacing: Sequence[float],
+    lower_percentile: float = 0.5,
+    upper_percentile: float = 99.5,
+) -> list[MapTransform]:
+    """Read, check, reorient (RAS), resample to ``spacing`` and scale intensities to [0, 1].
+
+    Args:
+        keys: ``"image"`` for inference, ``["image", "label"]`` for training and evaluation.
+        in_channels: channels the network takes; other images are refused by name.
+        num_classes: classes, background included; labels outside ``0 .. num_classes - 1`` are refused.
+        spacing: voxel size in mm after resampling.
+        lower_percentile: image intensity mapped to 0 (clipped below).
+        upper_percentile: image intensity mapped to 1 (clipped above).
+    """
+    keys = [keys] if isinstance(keys, str) else list(keys)
+    has_label = "label" in keys
+    return [
+        LoadVolumed(keys, image_only=True),
+        EnsureChannelFirstd(keys),
+        ValidateVolumed(label_key="label" if has_label else None, in_channels=in_channels, num_classes=num_classes),
+        Orientationd(keys, axcodes="RAS", labels=None),
+        Spacingd(keys, pixdim=spacing, mode=["bilinear", "nearest"][: len(keys)]),
+        ScaleIntensityRangePercentilesd("image", lower_percentile, upper_percentile, b_min=0.0, b_max=1.0, clip=True),
+        EnsureTyped(keys),
+    ]
+
+
+def training_crops(roi_size: Sequence[int], num_samples: int) -> list[MapTransform]:
+    """``num_samples`` random ``roi_size`` crops per volume, centred half on foreground and half on
+    background (label indices computed once per volume), with mild intensity augmentation."""
+    keys = ["image", "label"]
+    return [
+        SpatialPadd(keys, spatial_size=roi_size),
+        FgBgToIndicesd("label", image_key="image", image_threshold=0),
+        RandCropByPosNegLabeld(
+            keys, "label", roi_size, pos=1, neg=1, num_samples=num_samples,
+            fg_indices_key="label_fg_indices", bg_indices_key="label_bg_indices",
+        ),
+        DeleteItemsd(["label_fg_indices", "label_bg_indices"]),
+        RandScaleIntensityd("image", factors=0.1, prob=0.5),
+        RandShiftIntensityd("image", offsets=0.1, prob=0.5),
+    ]
+
+
+def one_hot_outputs(num_classes: int) -> Compose:
+    """Logits ``pred`` to one-hot of its arg-max, ``label`` to one-hot, for Dice and HD95."""
+    return Compose([
+        Activationsd("pred", softmax=True),
+        AsDiscreted(["pred", "label"], argmax=[True, False], to_onehot=num_classes),
+    ])
+
+
+def write_segmentation(preprocessing: Compose, output_dir: str) -> Compose:
+    """Logits ``pred`` to a label volume on the input's own grid and affine (the pre-processing is
+    inverted on probabilities, then arg-max), written atomically as ``<input>_seg.nii.gz`` (uint8)."""
+    return Compose([
+        Activationsd("pred", softmax=True),
+        Invertd("pred", transform=preprocessing, orig_keys="image", nearest_interp=False, to_tensor=True),
+        AsDiscreted("pred", argmax=True),
+        SaveImaged(
+            "pred", output_dir=output_dir, output_postfix="seg", output_dtype=np.uint8, resample=False,
+            separate_folder=False, writer=AtomicNibabelWriter,
+        ),
+    ])
+
+
+def epoch_checkpoint(ckpt_dir: str, to_save: dict) -> Checkpoint:
+    """``checkpoint_epoch=N.pt`` after every epoch, written atomically, the two latest kept (one is
+    always complete while the next is written); saves its own state so that resuming restores the
+    pruning list."""
+    return Checkpoint(
+        to_save, DiskSaver(ckpt_dir, require_empty=False), filename_pattern="checkpoint_epoch={global_step}.pt",
+        global_step_transform=lambda engine, event: engine.state.epoch, n_saved=2, include_self=True,
+    )
+
+
+def best_checkpoint(ckpt_dir: str, to_save: dict, metric_name: str = "val_mean_dice") -> Checkpoint:
+    """``model.pt`` rewritten (atomically) whenever ``metric_name`` improves."""
+    return Checkpoint(
+        to_save, DiskSaver(ckpt_dir, require_empty=False), filename_pattern="model.pt",
+        score_function=stopping_fn_from_metric(metric_name), score_name=metric_name, n_saved=1,
+    )

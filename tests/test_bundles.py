@@ -1,0 +1,214 @@
+"""Every bundle through the real ``monai.bundle`` entry points, on tiny synthetic data: the contract
+they all share (same keys, commands, outputs), parametrised over ``bundles/``."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+
+from conftest import BUNDLE_NAMES, BUNDLES, REPO_ROOT, make_dataset, network_overrides, run_bundle, train_overrides, write_volume
+
+SCHEMA = REPO_ROOT / "tests" / "data" / "meta_schema_20240725.json"
+SCHEMA_SHA256 = "981adcfadb0821ce0dffc1db1d07ae40a1f99b339a5910295475dd55f3ea6de8"
+NETWORK_KEYS = {key for bundle in BUNDLE_NAMES for key in network_overrides(bundle)} - {"roi_size", "sw_batch_size", "num_workers"}
+
+
+def load_config(bundle: str, name: str) -> dict:
+    return json.loads((BUNDLES / bundle / "configs" / name).read_text())
+
+
+def build_network(bundle: str, **sizes) -> torch.nn.Module:
+    """The bundle's ``network_def`` through ``monai.bundle``'s parser, with tiny sizes."""
+    from monai.bundle import ConfigParser
+
+    for name in [m for m in sys.modules if m == "scripts" or m.startswith("scripts.")]:
+        del sys.modules[name]  # every bundle has its own `scripts` package
+    sys.path.insert(0, str(BUNDLES / bundle))
+    try:
+        parser = ConfigParser(load_config(bundle, "inference.json"))
+        parser.update({**network_overrides(bundle), **sizes})
+        return parser.get_parsed_content("network_def").eval()
+    finally:
+        sys.path.remove(str(BUNDLES / bundle))
+        importlib.invalidate_caches()
+
+
+@pytest.fixture(scope="module", params=BUNDLE_NAMES)
+def trained(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> tuple[str, Path]:
+    """A tiny model of each bundle trained for one epoch from the repository root."""
+    bundle = request.param
+    out = tmp_path_factory.mktemp(f"trained_{bundle}")
+    dataset = make_dataset(out / "data")
+    run_bundle(bundle, ["train.json"], train_overrides(bundle, dataset, out))
+    return bundle, out
+
+
+def test_train_one_epoch_leaves_checkpoints_and_events(trained: tuple[str, Path]) -> None:
+    bundle, out = trained
+    best = torch.load(out / "models" / "model.pt", weights_only=True)
+    assert set(best) == {"model", "metadata"}
+    assert best["metadata"]["bundle"] == bundle and best["metadata"]["num_classes"] == 4
+    last = torch.load(out / "models" / "checkpoint_epoch=1.pt", weights_only=True)
+    assert {"model", "optimizer", "trainer", "checkpointer", "best_checkpoint"} == set(last)
+    assert last["trainer"]["iteration"] == last["trainer"]["epoch_length"]  # one epoch
+    assert list((out / "runs").glob("events.out.tfevents.*"))
+
+
+@pytest.mark.parametrize("bundle", BUNDLE_NAMES)
+def test_train_from_inside_the_bundle_on_the_chosen_device(bundle: str, tmp_path: Path, dataset: Path) -> None:
+    overrides = train_overrides(bundle, dataset, tmp_path, device="cpu")
+    run_bundle(bundle, ["train.json"], overrides, cwd=BUNDLES / bundle, config_dir=Path("configs"))
+    assert (tmp_path / "models" / "model.pt").is_file()
+
+
+def test_evaluate_writes_metrics(trained: tuple[str, Path]) -> None:
+    bundle, out = trained
+    overrides = {**train_overrides(bundle, out / "data", out), "output_dir": str(out / "eval")}
+    result = run_bundle(bundle, ["train.json", "evaluate.json"], overrides)
+    metrics = json.loads((out / "eval" / "metrics.json").read_text())
+    assert set(metrics["dice"]) == {"CSF", "grey matter", "white matter"} == set(metrics["hd95_mm"])
+    assert 0.0 <= metrics["mean_dice"] <= 1.0 and metrics["num_images"] == 1
+    assert "mean (foreground)" in result.stdout
+
+
+def test_inference_keeps_the_input_grid(trained: tuple[str, Path], tmp_path: Path) -> None:
+    """An oblique, LPS-oriented, 1.5 mm input comes back on its own grid and affine."""
+    bundle, out = trained
+    affine = np.array([[-1.5, 0.0, 0.1, 30.0], [0.0, -1.5, 0.0, 20.0], [0.0, 0.0, 1.5, -10.0], [0, 0, 0, 1]])
+    source = nib.load(out / "data" / "imagesTr" / "case1.nii.gz").get_fdata().astype(np.float32)[:, :30]
+    image = write_volume(tmp_path / "in" / "scan.nii.gz", source, affine)
+    overrides = {**network_overrides(bundle), "input_dir": str(image.parent), "output_dir": str(tmp_path / "out"),
+                 "ckpt_path": str(out / "models" / "model.pt")}
+    run_bundle(bundle, ["inference.json"], overrides)
+    written = sorted((tmp_path / "out").iterdir())
+    assert [p.name for p in written] == ["scan_seg.nii.gz"]
+    segmentation = nib.load(written[0])
+    assert segmentation.shape == source.shape
+    np.testing.assert_allclose(segmentation.affine, affine, atol=1e-4)
+    assert set(np.unique(np.asarray(segmentation.dataobj))) <= {0, 1, 2, 3}
+
+
+@pytest.mark.parametrize("bundle", BUNDLE_NAMES)
+def test_checkpoint_of_another_network_is_refused_by_name(bundle: str, tmp_path: Path, dataset: Path) -> None:
+    """Weights that do not fit stop inference with one line naming the file, and write nothing."""
+    other = BUNDLE_NAMES[(BUNDLE_NAMES.index(bundle) + 1) % len(BUNDLE_NAMES)]
+    checkpoint = tmp_path / "other.pt"
+    torch.save({"model": build_network(other).state_dict()}, checkpoint)
+    overrides = {**network_overrides(bundle), "input_dir": str(dataset / "imagesTr"), "output_dir": str(tmp_path / "out"),
+                 "ckpt_path": str(checkpoint)}
+    result = run_bundle(bundle, ["inference.json"], overrides, check=False)
+    assert result.returncode != 0
+    assert result.stderr.strip().splitlines()[-1].startswith(f"error: {checkpoint}: weights do not fit the network")
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+@pytest.mark.parametrize("bundle", BUNDLE_NAMES)
+def test_network_is_batch_independent_and_keeps_the_grid(bundle: str) -> None:
+    torch.manual_seed(0)
+    network = build_network(bundle)
+    x = torch.randn(2, 1, 32, 32, 32)
+    changed = x.clone()
+    changed[1] = torch.randn_like(changed[1])
+    with torch.no_grad():
+        out, out_changed = network(x), network(changed)
+    assert out.shape == (2, 4, 32, 32, 32)
+    torch.testing.assert_close(out[0], out_changed[0])
+
+
+@pytest.mark.parametrize("bundle", BUNDLE_NAMES)
+def test_verify_net_in_out(bundle: str) -> None:
+    command = [sys.executable, "-m", "monai.bundle", "verify_net_in_out", "network_def", "--meta_file", "configs/metadata.json",
+               "--config_file", "configs/inference.json"]
+    for key, value in network_overrides(bundle).items():
+        command += [f"--{key}", json.dumps(value)]
+    for section in ("inputs#image", "outputs#pred"):
+        command += [f"--_meta_#network_data_format#{section}#spatial_shape", "[32, 32, 32]"]
+    result = subprocess.run(command, cwd=BUNDLES / bundle, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "data shape of network is verified with no error" in (result.stdout + result.stderr)
+
+
+@pytest.mark.parametrize("bundle", BUNDLE_NAMES)
+def test_metadata_follows_the_model_zoo_schema(bundle: str) -> None:
+    command = [sys.executable, "-m", "monai.bundle", "verify_metadata", "--meta_file", "configs/metadata.json",
+               "--filepath", str(SCHEMA), "--hash_val", SCHEMA_SHA256, "--hash_type", "sha256"]
+    result = subprocess.run(command, cwd=BUNDLES / bundle, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and "metadata is verified with no error" in result.stdout + result.stderr, result.stderr[-2000:]
+    metadata = load_config(bundle, "metadata.json")
+    assert metadata["name"] == bundle and list(metadata["network_data_format"]["inputs"]) == ["image"]
+    assert list(metadata["network_data_format"]["outputs"]) == ["pred"]
+
+
+@pytest.mark.parametrize("bundle", ["unetr", "nonlocal_unet"])
+def test_multi_gpu_config_runs_two_gloo_processes(bundle: str, tmp_path: Path, dataset: Path) -> None:
+    configs = str([str(BUNDLES / bundle / "configs" / name) for name in ("train.json", "multi_gpu_train.json")])
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m",
+               "monai.bundle", "run", "--config_file", configs]
+    for key, value in train_overrides(bundle, dataset, tmp_path).items():
+        command += [f"--{key}", json.dumps(value) if not isinstance(value, str) else value]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+    result = subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    weights = torch.load(tmp_path / "models" / "model.pt", weights_only=True)["model"]
+    assert weights and not any(key.startswith("module.") for key in weights)
+
+
+@pytest.mark.parametrize("bundle", BUNDLE_NAMES)
+def test_train_and_inference_build_the_same_network(bundle: str) -> None:
+    train, infer = load_config(bundle, "train.json"), load_config(bundle, "inference.json")
+    assert train["network_def"] == infer["network_def"]
+    for key in ("in_channels", "num_classes", "spacing", "roi_size", *(NETWORK_KEYS & set(infer))):
+        assert train[key] == infer[key], key
+    image_only = {**train["load_transforms"], "keys": "image"}
+    assert infer["preprocessing"]["transforms"] == image_only
+
+
+@pytest.mark.parametrize("name", ["train.json", "inference.json", "evaluate.json", "multi_gpu_train.json", "logging.conf"])
+def test_bundles_share_one_workflow(name: str) -> None:
+    """Same keys, same wiring: bundles differ only in their network and its sizes."""
+    def shared(bundle: str) -> dict | str:
+        if name.endswith(".conf"):
+            return (BUNDLES / bundle / "configs" / name).read_text()
+        return {k: v for k, v in load_config(bundle, name).items() if k not in NETWORK_KEYS | {"network_def"}}
+
+    reference = shared("unetr")
+    for bundle in BUNDLE_NAMES:
+        assert shared(bundle) == reference, bundle
+
+
+@pytest.mark.parametrize("bundle", BUNDLE_NAMES)
+@pytest.mark.parametrize("config, workflow_type", [("train.json", "train"), ("inference.json", "infer")])
+def test_bundle_has_every_monai_workflow_property(
+    bundle: str, config: str, workflow_type: str, dataset: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What MONAI Label and ``monai.bundle`` tools look up in a train or inference config."""
+    from monai.bundle import ConfigWorkflow
+
+    for name in [m for m in sys.modules if m == "scripts" or m.startswith("scripts.")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.chdir(BUNDLES / bundle)
+    monkeypatch.syspath_prepend(str(BUNDLES / bundle))  # as `monai.bundle run` and MONAI Label do
+    workflow = ConfigWorkflow(config_file=f"configs/{config}", meta_file="configs/metadata.json", logging_file=False,
+                              workflow_type=workflow_type, dataset_dir=str(dataset))
+    workflow.initialize()
+    assert workflow.check_properties() == []
+
+
+def test_attention_unet_has_the_shapes_of_monai_attention_unet() -> None:
+    """Same input and output as ``monai.networks.nets.AttentionUnet`` at the same widths."""
+    from monai.networks.nets import AttentionUnet
+
+    ours = build_network("attention_unet", feature_size=8)
+    monai_net = AttentionUnet(3, 1, 4, channels=(8, 16, 32, 64), strides=(2, 2, 2)).eval()
+    x = torch.randn(1, 1, 32, 32, 32)
+    with torch.no_grad():
+        assert ours(x).shape == monai_net(x).shape == (1, 4, 32, 32, 32)
