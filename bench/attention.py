@@ -7,7 +7,7 @@
    ``tests/test_attention_blocks.py`` against ours.
 3. Gaussian-weighted axial attention (MT-UNet), forward: a loop over positions against ours.
 4. UNETR at the paper's 96^3 ROI, forward: ``monai.networks.nets.UNETR`` against ours.
-5. The convolutional attention networks of the bundles (and MONAI's ``AttentionUnet``), forward.
+5. The other bundles' networks at their default 96^3 ROI (and MONAI's ``AttentionUnet``), forward.
 
 Each case runs in its own process so that its peak resident memory is its own.
 Usage: ``python bench/attention.py`` (``make bench``).
@@ -125,13 +125,14 @@ def _unetr_case(kind: str, size: int) -> dict:
 
 NETWORKS = (
     "MONAI AttentionUnet (16-128)", "attention_unet (feature 16)", "nonlocal_unet (feature 16)", "ann_net (feature 16)",
+    "mt_unet (feature 16, 4 heads)", "msga_net (feature 16)",
 )
 
 
 def _network_case(name: str, size: int) -> dict:
     from monai.networks.nets import AttentionUnet
 
-    from common.networks import ANNNet, AttentionUNet, NonLocalUNet
+    from common.networks import ANNNet, AttentionUNet, MSGANet, MTUNet, NonLocalUNet
 
     torch.manual_seed(0)
     net = {
@@ -139,6 +140,8 @@ def _network_case(name: str, size: int) -> dict:
         NETWORKS[1]: lambda: AttentionUNet(1, 4, 16),
         NETWORKS[2]: lambda: NonLocalUNet(1, 4, 16),
         NETWORKS[3]: lambda: ANNNet(1, 4, 16),
+        NETWORKS[4]: lambda: MTUNet(1, 4, 16, num_heads=4),
+        NETWORKS[5]: lambda: MSGANet(1, 4, 16),
     }[name]().eval()
     x = torch.randn(1, 1, size, size, size)
     with torch.no_grad():
@@ -192,12 +195,12 @@ def main() -> None:
               f"{reference['peak_mb']:.0f} | {ours['peak_mb']:.0f} |")
 
 
-    print("\nConvolutional attention networks, forward, batch 1, no grad, 4 classes:\n")
+    print("\nThe other bundles' networks at their default ROI (and MONAI's AttentionUnet), forward, batch 1, no grad, 4 classes:\n")
     print("| network | ROI | parameters | forward s | peak MB |")
     print("| --- | --- | --- | --- | --- |")
     for name in NETWORKS:
-        result = _run_isolated("_network_case", name, 64)
-        print(f"| {name} | 64^3 | {result['params'] / 1e6:.2f} M | {result['seconds']:.3f} | {result['peak_mb']:.0f} |")
+        result = _run_isolated("_network_case", name, 96)
+        print(f"| {name} | 96^3 | {result['params'] / 1e6:.2f} M | {result['seconds']:.3f} | {result['peak_mb']:.0f} |")
 
 
 if __name__ == "__main__":

@@ -25,6 +25,8 @@ TINY_OVERRIDES = {
     "attention_unet": {**_TINY_RUN, "feature_size": 4},
     "nonlocal_unet": {**_TINY_RUN, "feature_size": 4, "num_heads": 2},
     "ann_net": {**_TINY_RUN, "feature_size": 4},
+    "mt_unet": {**_TINY_RUN, "feature_size": 4, "num_heads": 2, "window_size": 3},
+    "msga_net": {**_TINY_RUN, "feature_size": 4},
 }
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -48,7 +49,8 @@ def trained(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFac
     bundle = request.param
     out = tmp_path_factory.mktemp(f"trained_{bundle}")
     dataset = make_dataset(out / "data")
-    run_bundle(bundle, ["train.json"], train_overrides(bundle, dataset, out))
+    result = run_bundle(bundle, ["train.json"], train_overrides(bundle, dataset, out))
+    (out / "train.log").write_text(result.stdout + result.stderr)
     return bundle, out
 
 
@@ -174,11 +176,11 @@ def test_train_and_inference_build_the_same_network(bundle: str) -> None:
 
 @pytest.mark.parametrize("name", ["train.json", "inference.json", "evaluate.json", "multi_gpu_train.json", "logging.conf"])
 def test_bundles_share_one_workflow(name: str) -> None:
-    """Same keys, same wiring: bundles differ only in their network and its sizes."""
+    """Same keys, same wiring: bundles differ only in their network, its sizes and its loss."""
     def shared(bundle: str) -> dict | str:
         if name.endswith(".conf"):
             return (BUNDLES / bundle / "configs" / name).read_text()
-        return {k: v for k, v in load_config(bundle, name).items() if k not in NETWORK_KEYS | {"network_def"}}
+        return {k: v for k, v in load_config(bundle, name).items() if k not in NETWORK_KEYS | {"network_def", "loss"}}
 
     reference = shared("unetr")
     for bundle in BUNDLE_NAMES:
@@ -212,3 +214,44 @@ def test_attention_unet_has_the_shapes_of_monai_attention_unet() -> None:
     x = torch.randn(1, 1, 32, 32, 32)
     with torch.no_grad():
         assert ours(x).shape == monai_net(x).shape == (1, 4, 32, 32, 32)
+
+
+def test_mt_unet_takes_grids_that_are_not_multiples_of_its_window() -> None:
+    """Deep grids of 10x14x6 and 5x7x3 voxels with 4^3 windows: padded, attended, cropped back."""
+    network = build_network("mt_unet", window_size=4)
+    with torch.no_grad():
+        assert network(torch.randn(1, 1, 40, 56, 24)).shape == (1, 4, 40, 56, 24)
+
+
+def test_msga_net_logs_its_loss_terms(trained: tuple[str, Path]) -> None:
+    bundle, out = trained
+    if bundle != "msga_net":
+        pytest.skip("only msga_net has a combined loss")
+    terms = re.findall(r"loss terms seg: (\S+) reconstruction: (\S+) guided: (\S+)", (out / "train.log").read_text())
+    assert terms and all(np.isfinite(float(value)) for row in terms for value in row)
+
+
+def test_msga_loss_decreases_over_a_few_steps() -> None:
+    """Every term of the combined loss is finite, and the total goes down on a learnable toy task."""
+    from common.losses import GuidedAttentionLoss
+    from common.networks import MSGANet
+
+    torch.manual_seed(0)
+    network = MSGANet(1, 3, feature_size=4).train()
+    loss_function = GuidedAttentionLoss()
+    optimizer = torch.optim.Adam(network.parameters(), lr=1e-2)
+    image = torch.randn(2, 1, 16, 16, 16)
+    label = (image > 0.5).long() + (image > 1.5).long()
+    totals = []
+    for _ in range(10):
+        loss = loss_function(network(image), label)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        totals.append(loss.item())
+        assert set(loss_function.last_terms) == {"seg", "reconstruction", "guided"}
+        assert all(np.isfinite(value) for value in loss_function.last_terms.values())
+    assert totals[-1] < 0.8 * totals[0]
+    network.eval()
+    with torch.no_grad():
+        assert network(image).shape == (2, 3, 16, 16, 16)  # eval mode: plain logits

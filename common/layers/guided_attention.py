@@ -28,8 +28,8 @@ class GuidedAttentionModule(nn.Module):
 
     The encoder halves the grid (3x3x3 stride-2 convolution, then a 3x3x3 convolution to the latent
     width) and the decoder brings it back (3x3x3 convolution, trilinear resampling to ``x``'s exact
-    grid, so odd sizes work, and a last plain 3x3x3 convolution whose output is compared with ``x``
-    by the reconstruction loss). Every other convolution is followed by ``norm`` and ``act`` (the
+    grid, so odd sizes work, and a last plain 1x1x1 convolution whose output is compared with ``x``
+    by the reconstruction loss; a 3x3x3 one there, on the full grid, was most of the module's cost). Every other convolution is followed by ``norm`` and ``act`` (the
     seed's autoencoder had no activation between its convolutions). 3D only.
 
     Args:
@@ -58,7 +58,7 @@ class GuidedAttentionModule(nn.Module):
         self.channel_attention = ChannelAttention()
         self.encoder = nn.Sequential(conv(channels, channels, strides=2), conv(channels, latent_channels))
         self.decoder_in = conv(latent_channels, channels)
-        self.decoder_out = Convolution(3, channels, channels, kernel_size=3, conv_only=True)
+        self.decoder_out = Convolution(3, channels, channels, kernel_size=1, conv_only=True)
         self.attention_map = Convolution(3, channels, multiscale_channels, kernel_size=1, norm=norm, act=act)
 
     def decode(self, latent: torch.Tensor, grid: torch.Size) -> torch.Tensor:

@@ -7,10 +7,11 @@ from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
-from monai.networks.blocks import Convolution, ResidualUnit, UnetOutBlock
+from monai.networks.blocks import Convolution, ResidualUnit, UnetOutBlock, UnetResBlock
 from torch import nn
 
 from common.layers.pyramid_attention import PYRAMID_SIZES, AsymmetricFusionBlock, AsymmetricPyramidBlock
+from common.networks.stages import run_stages
 
 
 class ANNNet(nn.Module):
@@ -21,7 +22,8 @@ class ANNNet(nn.Module):
     8, as the paper's dilated ResNet). AFNB takes queries from stage 5 and pyramid-sampled keys and
     values from stage 4; APNB refines the fused map. The paper upsamples the class map 8x; at 2 mm,
     8 voxels is wider than the CSF, so here the head is upsampled trilinearly to full resolution,
-    concatenated with stage 1 (one skip) and convolved before the classifier.
+    concatenated with stage 1 (one skip) and refined by a residual block before the classifier (a
+    plain convolution there never learned the CSF class on the demo).
     Input grids must be divisible by 8.
 
     Args:
@@ -54,15 +56,12 @@ class ANNNet(nn.Module):
         self.fusion = AsymmetricFusionBlock(8 * f, 8 * f, 8 * f, key_channels, 4 * f, pool_sizes, norm_name, dropout_rate)
         self.context = AsymmetricPyramidBlock(8 * f, 8 * f, key_channels, 4 * f, pool_sizes, norm_name, dropout_rate)
         self.reduce = Convolution(3, 8 * f, 2 * f, kernel_size=1, norm=norm_name, act="relu")
-        self.decoder = Convolution(3, 3 * f, f, kernel_size=3, norm=norm_name, act="relu")
+        self.decoder = UnetResBlock(3, 3 * f, f, 3, 1, norm_name)
         self.out = UnetOutBlock(3, f, out_channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``x``: ``(B, in_channels, D, H, W)``; returns logits ``(B, out_channels, D, H, W)``."""
-        features = []
-        for stage in self.stages:
-            x = stage(x)
-            features.append(x)
+        features = run_stages(self.stages, x)
         head = self.context(self.fusion(features[3], features[4]))
         head = F.interpolate(self.reduce(head), size=features[0].shape[2:], mode="trilinear", align_corners=False)
         return self.out(self.decoder(torch.cat([head, features[0]], dim=1)))

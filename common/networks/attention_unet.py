@@ -7,6 +7,7 @@ from monai.networks.blocks import Convolution, UnetOutBlock, UnetResBlock
 from torch import nn
 
 from common.layers.attention_gate import AttentionGate
+from common.networks.stages import run_stages
 
 
 class AttentionUNet(nn.Module):
@@ -58,10 +59,7 @@ class AttentionUNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``x``: ``(B, in_channels, D, H, W)``; returns logits ``(B, out_channels, D, H, W)``."""
-        skips = []
-        for stage in self.encoder:
-            x = stage(x)
-            skips.append(x)
+        skips = run_stages(self.encoder, x)
         x = skips.pop()
         for upsample, gate, decode in zip(self.upsample, self.gates, self.decoder):
             skip = skips.pop()
