@@ -27,12 +27,18 @@ def load_config(bundle: str, name: str) -> dict:
     return json.loads((BUNDLES / bundle / "configs" / name).read_text())
 
 
+def loaded_scripts_modules() -> list[str]:
+    """Names of the imported ``scripts`` package and its modules: every bundle has its own, so a
+    test that switches bundles in one process must forget the previous one."""
+    return [name for name in sys.modules if name == "scripts" or name.startswith("scripts.")]
+
+
 def build_network(bundle: str, **sizes) -> torch.nn.Module:
     """The bundle's ``network_def`` through ``monai.bundle``'s parser, with tiny sizes."""
     from monai.bundle import ConfigParser
 
-    for name in [m for m in sys.modules if m == "scripts" or m.startswith("scripts.")]:
-        del sys.modules[name]  # every bundle has its own `scripts` package
+    for name in loaded_scripts_modules():
+        del sys.modules[name]
     sys.path.insert(0, str(BUNDLES / bundle))
     try:
         parser = ConfigParser(load_config(bundle, "inference.json"))
@@ -195,7 +201,7 @@ def test_bundle_has_every_monai_workflow_property(
     """What MONAI Label and ``monai.bundle`` tools look up in a train or inference config."""
     from monai.bundle import ConfigWorkflow
 
-    for name in [m for m in sys.modules if m == "scripts" or m.startswith("scripts.")]:
+    for name in loaded_scripts_modules():
         monkeypatch.delitem(sys.modules, name)
     monkeypatch.chdir(BUNDLES / bundle)
     monkeypatch.syspath_prepend(str(BUNDLES / bundle))  # as `monai.bundle run` and MONAI Label do
