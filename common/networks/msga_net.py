@@ -17,13 +17,14 @@ class MSGANet(nn.Module):
     one mask per scale.
 
     Encoder: residual blocks at full resolution and 1/2, 1/4, 1/8 (widths ``f, 2f, 4f, 8f``). Every
-    scale is reduced to ``2f`` channels by a 1x1x1 convolution and resampled (trilinear) to the 1/2
-    grid, where attention works; ``F_ms`` is a 3x3x3 convolution of their concatenation. Per scale,
-    two chained :class:`common.layers.GuidedAttentionModule` steps (the second takes the first's
-    output in place of ``F_s``). Each scale's refined map is upsampled to full resolution,
-    concatenated with the full-resolution encoder features (CSF is thinner than the 4 mm of the
-    attention grid) and turned into a mask by a 1x1x1 convolution shared by the scales (a 3x3x3
-    block there, run once per scale at full resolution, tripled the cost of a training step).
+    scale is reduced to ``2f`` channels by a 1x1x1 convolution and resampled (trilinear) to the grid
+    of encoder stage ``attention_level`` (1/2 by default), where attention works; ``F_ms`` is a
+    3x3x3 convolution of their concatenation. Per scale, two chained
+    :class:`common.layers.GuidedAttentionModule` steps (the second takes the first's output in
+    place of ``F_s``). Each scale's refined map is upsampled to full resolution, concatenated with
+    the full-resolution encoder features (CSF is thinner than the voxels of the attention grid) and
+    turned into a mask by a 1x1x1 convolution shared by the scales (a 3x3x3 block there, run once
+    per scale at full resolution, tripled the cost of a training step).
 
     In training mode ``forward`` returns a dict: ``logits`` (mean of the masks), ``masks`` (4),
     ``reconstructions`` (8 pairs of a step's input and its reconstruction) and ``latents`` (4 pairs
@@ -35,7 +36,8 @@ class MSGANet(nn.Module):
         in_channels: image channels.
         out_channels: classes (logits channels).
         feature_size: width ``f`` of the first stage.
-        attention_downsample: pooling factor of the grid PAM attends on, relative to the 1/2 grid.
+        attention_level: encoder stage (1: 1/2, 2: 1/4, 3: 1/8) whose grid the attention steps work on.
+        attention_downsample: pooling factor of the grid PAM attends on, relative to that grid.
         norm_name: MONAI norm of the convolution blocks.
     """
 
@@ -44,10 +46,14 @@ class MSGANet(nn.Module):
         in_channels: int,
         out_channels: int,
         feature_size: int = 16,
+        attention_level: int = 1,
         attention_downsample: int = 2,
         norm_name: str = "instance",
     ) -> None:
         super().__init__()
+        if attention_level not in (1, 2, 3):
+            raise ValueError(f"attention_level must be 1, 2 or 3, got {attention_level}.")
+        self.attention_level = attention_level
         f, c = feature_size, 2 * feature_size
         res = lambda cin, cout, stride: UnetResBlock(3, cin, cout, 3, stride, norm_name)
         widths = [f, 2 * f, 4 * f, 8 * f]
@@ -63,7 +69,7 @@ class MSGANet(nn.Module):
         """``x``: ``(B, in_channels, D, H, W)``; logits ``(B, out_channels, D, H, W)`` in eval mode,
         the dict described above in training mode."""
         features = run_stages(self.encoder, x)
-        grid = features[1].shape[2:]
+        grid = features[self.attention_level].shape[2:]
         scales = [F.interpolate(r(t), size=grid, mode="trilinear", align_corners=False) for r, t in zip(self.reduce, features)]
         multiscale = self.fuse(torch.cat(scales, dim=1))
         masks, reconstructions, latents = [], [], []
