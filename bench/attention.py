@@ -194,7 +194,6 @@ def main() -> None:
         print(f"| {size}^3 | {reference['seconds']:.3f} | {ours['seconds']:.3f} | {ours['seconds'] / reference['seconds']:.2f} | "
               f"{reference['peak_mb']:.0f} | {ours['peak_mb']:.0f} |")
 
-
     print("\nThe other bundles' networks at their default ROI (and MONAI's AttentionUnet), forward, batch 1, no grad, 4 classes:\n")
     print("| network | ROI | parameters | forward s | peak MB |")
     print("| --- | --- | --- | --- | --- |")

@@ -26,6 +26,7 @@ from common.layers import (
     PyramidPoolingSampler,
     WindowAttention,
 )
+from common.layers.pyramid_attention import PYRAMID_SIZES
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 GRIDS = [(6, 6, 6), (5, 7, 3)]
@@ -294,6 +295,15 @@ def test_pyramid_sampler_takes_756_positions_in_3d() -> None:
     sampled = PyramidPoolingSampler()(x)
     assert sampled.shape == (2, 3, 756) == (2, 3, PyramidPoolingSampler().num_positions)
     torch.testing.assert_close(sampled[..., 0], x.mean(dim=(2, 3, 4)))
+
+
+@pytest.mark.parametrize("grid", [(10, 9, 11), (4, 5, 3), (12, 12, 12)])
+def test_pyramid_sampler_is_adaptive_average_pooling(grid: tuple[int, int, int]) -> None:
+    """The separable matrix form equals ``F.adaptive_avg_pool3d``, on grids the sizes do not divide
+    and on grids smaller than the largest pool."""
+    x = torch.randn(2, 3, *grid, dtype=torch.float64)
+    expected = torch.cat([F.adaptive_avg_pool3d(x, size).flatten(2) for size in PYRAMID_SIZES], dim=2)
+    torch.testing.assert_close(PyramidPoolingSampler()(x), expected)
 
 
 def test_pyramid_blocks_are_not_zero_at_initialisation() -> None:

@@ -6,7 +6,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-import torch.nn.functional as F
 from monai.networks.blocks import Convolution
 from torch import nn
 
@@ -15,9 +14,24 @@ from common.layers.tokens import from_tokens, fused_attention, to_tokens
 PYRAMID_SIZES = (1, 3, 6, 8)  # 1 + 27 + 216 + 512 = 756 sampled positions in 3D
 
 
+def adaptive_average_matrix(in_size: int, out_size: int, like: torch.Tensor) -> torch.Tensor:
+    """``(out_size, in_size)`` matrix of 1D adaptive average pooling (PyTorch's bins: output ``i``
+    averages inputs ``floor(i * in / out)`` to ``ceil((i + 1) * in / out) - 1``), dtype and device of ``like``."""
+    i = torch.arange(out_size)
+    start = (i * in_size) // out_size
+    end = -((-(i + 1) * in_size) // out_size)
+    j = torch.arange(in_size)
+    inside = (j[None] >= start[:, None]) & (j[None] < end[:, None])
+    return (inside / (end - start)[:, None]).to(like)
+
+
 class PyramidPoolingSampler(nn.Module):
     """Adaptive average pools of sizes ``s^3``, flattened and concatenated: ``(B, C, D, H, W)`` to
     ``(B, C, sum(s^3))`` — a fixed number of positions whatever the grid.
+
+    A 3D adaptive average is separable, so each pool is three small matrix products
+    (:func:`adaptive_average_matrix` per axis): exactly ``F.adaptive_avg_pool3d``, but also for
+    sizes that do not divide the grid in an ONNX export, which has no such operator.
 
     Args:
         sizes: output size of each pool along every axis.
@@ -32,7 +46,11 @@ class PyramidPoolingSampler(nn.Module):
         return sum(s**3 for s in self.sizes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.cat([F.adaptive_avg_pool3d(x, size).flatten(2) for size in self.sizes], dim=2)
+        pools = []
+        for size in self.sizes:
+            d, h, w = (adaptive_average_matrix(n, size, x) for n in x.shape[2:])
+            pools.append(torch.einsum("bcdhw,xd,yh,zw->bcxyz", x, d, h, w).flatten(2))
+        return torch.cat(pools, dim=2)
 
 
 class _PyramidAttention(nn.Module):
