@@ -8,7 +8,7 @@ CONFIGS := bundles/$(BUNDLE)/configs
 STAMP := $(VENV)/.installed
 TEST_WORKERS ?= 2
 
-.PHONY: install data demo train evaluate infer test bench clean
+.PHONY: install data demo test bench segment package export clean
 
 install: $(STAMP)
 
@@ -32,6 +32,21 @@ demo: data
 	@echo "metrics:      bundles/$(BUNDLE)/eval/metrics.json"
 	@echo "segmentation: bundles/$(BUNDLE)/eval/mni152_right_seg.nii.gz"
 
+# The clinician's command on one scan, with the weights `make demo` trained (sized by demo.json).
+SCAN ?= $(DATA_DIR)/imagesTr/mni152_right.nii.gz
+OUT ?= results
+segment: install
+	$(PY) -m common segment --bundle bundles/$(BUNDLE) --input $(SCAN) --output $(OUT) --overrides $(CONFIGS)/demo.json
+
+# A self-contained zip of the trained bundle for a partner site, checked against its manifest.
+package: install
+	$(PY) -m common package bundles/$(BUNDLE) --overrides $(CONFIGS)/demo.json
+	$(PY) -m common verify dist/$(BUNDLE)-$$($(PY) -c "import json; print(json.load(open('$(CONFIGS)/metadata.json'))['version'])").zip
+
+# TorchScript and ONNX exports of the trained bundle, each checked against the eager network.
+export: install
+	$(PY) -m common export bundles/$(BUNDLE) --overrides $(CONFIGS)/demo.json
+
 test: install
 	$(PY) -m pytest -n $(TEST_WORKERS) -q
 
@@ -39,4 +54,4 @@ bench: install
 	$(PY) bench/attention.py
 
 clean:
-	rm -rf bundles/*/models bundles/*/runs bundles/*/eval
+	rm -rf bundles/*/models bundles/*/runs bundles/*/eval dist results

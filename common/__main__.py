@@ -1,8 +1,16 @@
-"""Command line of the collection: ``python -m common <command> --help``."""
+"""Command line of the collection: ``python -m common <command> --help``.
+
+Commands: ``segment`` (one scan with one bundle), ``package`` and ``verify`` (self-contained bundle
+zips), ``export`` (TorchScript and ONNX), ``prepare_data`` (the embedded demo data set).
+"""
 
 import fire
 
 from common.demo_data import build_mni152_dataset
+from common.errors import report_input_errors_briefly
+from common.export import export
+from common.package import package, verify
+from common.segment import segment
 
 
 def prepare_data(output_dir: str = "data/mni152", spacing: float = 2.0) -> str:
@@ -16,4 +24,5 @@ def prepare_data(output_dir: str = "data/mni152", spacing: float = 2.0) -> str:
 
 
 if __name__ == "__main__":
-    fire.Fire({"prepare_data": prepare_data})
+    report_input_errors_briefly()
+    fire.Fire({"segment": segment, "package": package, "verify": verify, "export": export, "prepare_data": prepare_data})

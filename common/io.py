@@ -16,10 +16,14 @@ logger = logging.getLogger(__name__)
 
 
 def _staging_path(final: Path) -> Path:
-    """A fresh hidden path beside ``final`` with the same suffixes (writers pick formats by suffix)."""
+    """A fresh hidden path beside ``final`` with the same suffixes (writers pick formats by suffix),
+    with the permissions a plain new file gets (``mkstemp`` makes it owner-only)."""
     suffixes = "".join(final.suffixes)
     handle, name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=f".partial{suffixes}", dir=final.parent)
     os.close(handle)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(name, 0o666 & ~umask)
     return Path(name)
 
 

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 
 import numpy as np
 from ignite.handlers import Checkpoint, DiskSaver
+from monai.data import ImageReader
 from monai.handlers import stopping_fn_from_metric
 from monai.transforms import (
     Activationsd,
@@ -43,6 +44,7 @@ def load_volumes(
     spacing: Sequence[float],
     lower_percentile: float = 0.5,
     upper_percentile: float = 99.5,
+    reader: str | ImageReader | None = None,
 ) -> list[MapTransform]:
     """Read, check, reorient (RAS), resample to ``spacing`` and scale intensities to [0, 1].
 
@@ -53,11 +55,13 @@ def load_volumes(
         spacing: voxel size in mm after resampling.
         lower_percentile: image intensity mapped to 0 (clipped below).
         upper_percentile: image intensity mapped to 1 (clipped above).
+        reader: image reader of ``LoadImaged`` (``None``: chosen by file suffix; a folder is read
+            as a DICOM series by ITK), e.g. ``ITKReader(series_name=uid)`` for one of several series.
     """
     keys = [keys] if isinstance(keys, str) else list(keys)
     has_label = "label" in keys
     return [
-        LoadVolumed(keys, image_only=True),
+        LoadVolumed(keys, reader=reader, image_only=True),
         EnsureChannelFirstd(keys),
         ValidateVolumed(label_key="label" if has_label else None, in_channels=in_channels, num_classes=num_classes),
         Orientationd(keys, axcodes="RAS", labels=None),

@@ -3,7 +3,6 @@ they all share (same keys, commands, outputs), parametrised over ``bundles/``.""
 
 from __future__ import annotations
 
-import importlib
 import json
 import os
 import re
@@ -37,16 +36,12 @@ def build_network(bundle: str, **sizes) -> torch.nn.Module:
     """The bundle's ``network_def`` through ``monai.bundle``'s parser, with tiny sizes."""
     from monai.bundle import ConfigParser
 
-    for name in loaded_scripts_modules():
-        del sys.modules[name]
-    sys.path.insert(0, str(BUNDLES / bundle))
-    try:
-        parser = ConfigParser(load_config(bundle, "inference.json"))
-        parser.update({**network_overrides(bundle), **sizes})
-        return parser.get_parsed_content("network_def").eval()
-    finally:
-        sys.path.remove(str(BUNDLES / bundle))
-        importlib.invalidate_caches()
+    from common.bundle import use_bundle_scripts
+
+    use_bundle_scripts(BUNDLES / bundle)
+    parser = ConfigParser(load_config(bundle, "inference.json"))
+    parser.update({**network_overrides(bundle), **sizes})
+    return parser.get_parsed_content("network_def").eval()
 
 
 @pytest.fixture(scope="module", params=BUNDLE_NAMES)
@@ -103,6 +98,27 @@ def test_inference_keeps_the_input_grid(trained: tuple[str, Path], tmp_path: Pat
     assert segmentation.shape == source.shape
     np.testing.assert_allclose(segmentation.affine, affine, atol=1e-4)
     assert set(np.unique(np.asarray(segmentation.dataobj))) <= {0, 1, 2, 3}
+
+
+def test_torchscript_and_onnx_exports_match_the_eager_network(trained: tuple[str, Path], tmp_path: Path) -> None:
+    """``python -m common export`` refuses an export off by more than 1e-4 from the eager network;
+    here both exports are also checked against each other, outside that code."""
+    import onnxruntime
+
+    bundle, out = trained
+    sizes = tmp_path / "sizes.json"
+    sizes.write_text(json.dumps(network_overrides(bundle)))
+    command = [sys.executable, "-m", "common", "export", "--bundle", str(BUNDLES / bundle), "--overrides", str(sizes),
+               "--checkpoint", str(out / "models" / "model.pt"), "--output_dir", str(tmp_path)]
+    result = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    image = torch.rand(1, 1, *network_overrides(bundle)["roi_size"], generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        scripted = torch.jit.load(str(tmp_path / "model.ts"))(image).numpy()
+    session = onnxruntime.InferenceSession(str(tmp_path / "model.onnx"), providers=["CPUExecutionProvider"])
+    onnx_output = session.run(None, {session.get_inputs()[0].name: image.numpy()})[0]
+    assert scripted.shape == (1, 4, *image.shape[2:])
+    np.testing.assert_allclose(onnx_output, scripted, atol=1e-4)
 
 
 @pytest.mark.parametrize("bundle", BUNDLE_NAMES)

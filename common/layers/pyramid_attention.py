@@ -16,13 +16,14 @@ PYRAMID_SIZES = (1, 3, 6, 8)  # 1 + 27 + 216 + 512 = 756 sampled positions in 3D
 
 def adaptive_average_matrix(in_size: int, out_size: int, like: torch.Tensor) -> torch.Tensor:
     """``(out_size, in_size)`` matrix of 1D adaptive average pooling (PyTorch's bins: output ``i``
-    averages inputs ``floor(i * in / out)`` to ``ceil((i + 1) * in / out) - 1``), dtype and device of ``like``."""
-    i = torch.arange(out_size)
-    start = (i * in_size) // out_size
-    end = -((-(i + 1) * in_size) // out_size)
-    j = torch.arange(in_size)
-    inside = (j[None] >= start[:, None]) & (j[None] < end[:, None])
-    return (inside / (end - start)[:, None]).to(like)
+    averages inputs ``floor(i * in / out)`` to ``ceil((i + 1) * in / out) - 1``), dtype and device of
+    ``like``. Built from Python integers, so that a trace records it as a constant (ONNX integer
+    division truncates where Python floors)."""
+    rows = []
+    for i in range(out_size):
+        start, end = i * in_size // out_size, -(-(i + 1) * in_size // out_size)
+        rows.append([1.0 / (end - start) if start <= j < end else 0.0 for j in range(in_size)])
+    return torch.tensor(rows, dtype=like.dtype, device=like.device)
 
 
 class PyramidPoolingSampler(nn.Module):

@@ -1,0 +1,155 @@
+"""Self-contained bundle packages: the bundle, its weights and the ``common`` code it runs on, in one
+zip with a SHA-256 manifest of every file; and the check of that manifest."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import tempfile
+import zipfile
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path, PurePosixPath
+
+import torch
+
+from common.bundle import bundle_folder, bundle_workflow, read_metadata
+from common.errors import InputError, first_line
+from common.io import write_atomically
+
+MANIFEST = "manifest.sha256"
+BUNDLE_PARTS = ("configs", "scripts", "docs", "LICENSE")
+RUNTIME_PACKAGES = ("torch", "monai", "pytorch-ignite", "nibabel", "itk", "einops", "numpy", "fire", "tqdm", "matplotlib")
+# written by running a bundle, not part of what was shipped
+RUN_OUTPUTS = ("__pycache__", "runs", "eval")
+
+
+def runtime_requirements() -> str:
+    """Pinned requirements of a packaged bundle: the versions installed where it was packaged."""
+    lines = ["# what the packaged bundle runs on, pinned to the versions it was packaged and tested with"]
+    for name in RUNTIME_PACKAGES:
+        try:
+            lines.append(f"{name}=={version(name).split('+')[0]}")
+        except PackageNotFoundError:
+            continue
+    return "\n".join(lines) + "\n"
+
+
+def apply_overrides(configs: Path, overrides: dict) -> None:
+    """Set the top-level keys of ``overrides`` in every config of ``configs`` that has them, and the
+    input's ``spatial_shape`` in ``metadata.json`` to ``roi_size``."""
+    for path in sorted(configs.glob("*.json")):
+        config = json.loads(path.read_text())
+        if path.name == "metadata.json":
+            if "roi_size" in overrides:
+                config["network_data_format"]["inputs"]["image"]["spatial_shape"] = list(overrides["roi_size"])
+        else:
+            config.update({k: v for k, v in overrides.items() if k in config})
+        path.write_text(json.dumps(config, indent=4) + "\n")
+
+
+def check_weights_fit(folder: Path, weights: Path) -> None:
+    """Load ``weights`` strictly into the network the bundle's ``inference.json`` builds."""
+    try:
+        state = torch.load(weights, map_location="cpu", weights_only=True)
+        network = bundle_workflow(folder, "inference.json", "infer", {"device": "cpu"}).parser.get_parsed_content("network_def")
+        network.load_state_dict(state.get("model", state), strict=True)
+    except Exception as err:
+        raise InputError(f"{weights}: the weights do not fit the bundle's inference.json ({first_line(err)})") from err
+
+
+def write_manifest(folder: Path) -> None:
+    """``manifest.sha256`` in ``sha256sum`` format: one ``<digest>  <path>`` line per file, sorted."""
+    lines = [f"{hashlib.sha256(p.read_bytes()).hexdigest()}  {p.relative_to(folder).as_posix()}"
+             for p in sorted(folder.rglob("*")) if p.is_file() and p.name != MANIFEST and "__pycache__" not in p.parts]
+    (folder / MANIFEST).write_text("\n".join(lines) + "\n")
+
+
+def package(bundle: str, output_dir: str = "dist", overrides: str | None = None) -> str:
+    """Build ``<output_dir>/<name>-<version>.zip``: the bundle folder (configs, scripts, docs,
+    licence) with its trained ``models/model.pt``, the ``common`` package vendored inside it, a pinned
+    ``requirements.txt`` and ``manifest.sha256``. Unzipped, it runs on its own:
+    ``python -m monai.bundle run --config_file configs/inference.json --input_dir <scans>`` or
+    ``python -m common segment --bundle . --input <scan> --output <folder>`` from inside it.
+
+    Args:
+        bundle: the bundle folder, e.g. ``bundles/unetr``.
+        output_dir: folder of the zip.
+        overrides: JSON file of config keys the weights were trained with (e.g. ``configs/demo.json``
+            after ``make demo``); written into the packaged configs so they build that network.
+    """
+    folder = bundle_folder(bundle)
+    metadata = read_metadata(folder)
+    weights = folder / "models" / "model.pt"
+    if not weights.is_file():
+        raise InputError(f"{weights}: no trained weights to package; train the bundle first (make demo BUNDLE={folder.name})")
+    name = f"{metadata['name']}-{metadata['version']}"
+    with tempfile.TemporaryDirectory() as scratch:
+        staged = Path(scratch) / metadata["name"]
+        staged.mkdir()
+        for part in BUNDLE_PARTS:
+            source = folder / part
+            if source.is_dir():
+                shutil.copytree(source, staged / part, ignore=shutil.ignore_patterns(*RUN_OUTPUTS))
+            elif source.is_file():
+                shutil.copy2(source, staged / part)
+        (staged / "models").mkdir()
+        shutil.copy2(weights, staged / "models" / "model.pt")
+        shutil.copytree(Path(__file__).parent, staged / "common", ignore=shutil.ignore_patterns(*RUN_OUTPUTS))
+        (staged / "requirements.txt").write_text(runtime_requirements())
+        if overrides:
+            apply_overrides(staged / "configs", json.loads(Path(overrides).read_text()))
+        check_weights_fit(staged, staged / "models" / "model.pt")
+        write_manifest(staged)
+        archive = Path(output_dir) / f"{name}.zip"
+
+        def write_zip(path: Path) -> None:
+            with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as bundle_zip:
+                for file in sorted(staged.rglob("*")):
+                    if file.is_file() and "__pycache__" not in file.parts:
+                        bundle_zip.write(file, PurePosixPath(metadata["name"], file.relative_to(staged).as_posix()))
+
+        write_atomically(archive, write_zip)
+    return str(archive)
+
+
+def _package_files(package_path: Path) -> dict[str, bytes | Path]:
+    """Relative path -> content (zip) or file (folder) of everything shipped in a package; files a
+    run of the bundle writes (``RUN_OUTPUTS``) are not counted."""
+    if package_path.is_dir():
+        return {p.relative_to(package_path).as_posix(): p for p in package_path.rglob("*")
+                if p.is_file() and not set(RUN_OUTPUTS) & set(p.relative_to(package_path).parts)}
+    try:
+        with zipfile.ZipFile(package_path) as bundle_zip:
+            entries = {n: bundle_zip.read(n) for n in bundle_zip.namelist() if not n.endswith("/")}
+    except (zipfile.BadZipFile, OSError) as err:
+        raise InputError(f"{package_path}: not a readable zip ({first_line(err)})") from err
+    roots = {n.split("/", 1)[0] for n in entries}
+    if len(roots) != 1:
+        raise InputError(f"{package_path}: expected one bundle folder at the top of the zip, found {sorted(roots)}")
+    return {n.split("/", 1)[1]: content for n, content in entries.items()}
+
+
+def verify(package_path: str) -> str:
+    """Check a package (zip or unzipped folder) against its ``manifest.sha256``: every listed file
+    present and unchanged, no file added. Raises :class:`InputError` naming the first problems.
+
+    Args:
+        package_path: ``dist/<name>-<version>.zip``, or the folder it was unzipped to.
+    """
+    path = Path(package_path)
+    if not path.exists():
+        raise InputError(f"{path}: no such package")
+    files = _package_files(path)
+    if MANIFEST not in files:
+        raise InputError(f"{path}: no {MANIFEST}; not a package built by `python -m common package`")
+    read = lambda content: content.read_bytes() if isinstance(content, Path) else content
+    listed = dict(reversed(line.split("  ", 1)) for line in read(files.pop(MANIFEST)).decode().splitlines() if line)
+    problems = [f"{name}: missing" for name in sorted(set(listed) - set(files))]
+    problems += [f"{name}: not in the manifest" for name in sorted(set(files) - set(listed))]
+    problems += [f"{name}: changed (SHA-256 differs)" for name in sorted(set(files) & set(listed))
+                 if hashlib.sha256(read(files[name])).hexdigest() != listed[name]]
+    if problems:
+        shown = "; ".join(problems[:5]) + (f"; and {len(problems) - 5} more" if len(problems) > 5 else "")
+        raise InputError(f"{path}: does not match its manifest: {shown}")
+    return f"{path}: {len(listed)} files match {MANIFEST}"

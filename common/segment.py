@@ -1,0 +1,194 @@
+"""The clinician's command: one scan, one bundle, a label volume on the scan's grid, an overlay
+picture and a report, all or nothing."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import platform
+import shutil
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import monai
+import numpy as np
+import torch
+from monai.data import MetaTensor
+from monai.transforms import LoadImage
+
+from common.bundle import bundle_folder, bundle_workflow, read_metadata
+from common.errors import InputError, first_line
+from common.io import write_json
+from common.overlay import save_overlay
+from common.package import MANIFEST
+from common.scan import Scan, file_sha256, find_scan
+
+logger = logging.getLogger(__name__)
+
+def choose_device(device: str | None) -> torch.device:
+    """``device`` (``"cpu"``, ``"cuda"``, ``"cuda:1"``), or CUDA when there is one, else the CPU."""
+    if device is None:
+        return torch.device("cuda:0" if torch.cuda.is_available() else "cpu")
+    try:
+        chosen = torch.device(device)
+    except RuntimeError as err:
+        raise InputError(f"--device {device}: not a device ({first_line(err)})") from err
+    if chosen.type == "cuda" and not torch.cuda.is_available():
+        raise InputError(f"--device {device}: no CUDA device on this machine; use --device cpu")
+    return chosen
+
+
+def class_names(metadata: dict[str, Any]) -> list[str]:
+    """Label names of the bundle's ``pred`` output, background first."""
+    channels = metadata["network_data_format"]["outputs"]["pred"]["channel_def"]
+    return [channels[k] for k in sorted(channels, key=int)]
+
+
+def class_volumes_ml(label: MetaTensor, names: list[str]) -> dict[str, float]:
+    """Volume in mL of every foreground class of ``label`` ``(1, D, H, W)``, from its affine."""
+    voxel_ml = abs(float(np.linalg.det(label.affine[:3, :3].double().numpy()))) / 1000.0
+    counts = torch.bincount(torch.as_tensor(label).flatten().long(), minlength=len(names))
+    return {name: round(float(counts[i]) * voxel_ml, 3) for i, name in enumerate(names) if i > 0}
+
+
+def open_output_folder(output: Path) -> tuple[Path, bool]:
+    """A fresh hidden staging folder inside ``output`` (created if needed), and whether ``output``
+    was created here. :class:`InputError` when ``output`` cannot be written."""
+    created = not output.exists()
+    try:
+        output.mkdir(parents=True, exist_ok=True)
+        return Path(tempfile.mkdtemp(prefix=".segment-", dir=output)), created
+    except OSError as err:
+        raise InputError(f"{output}: cannot write the outputs there ({err.strerror or first_line(err)})") from err
+
+
+def run_inference(folder: Path, scan: Scan, staging: Path, device: torch.device, checkpoint: str | None, overrides: dict) -> Path:
+    """Run the bundle's ``inference.json`` on ``scan`` and return the label volume written in ``staging``."""
+    settings = {
+        **overrides,
+        "device": device,
+        "output_dir": str(staging),
+        "num_workers": 0,
+        "dataset#data": [{"image": str(scan.source)}],
+        "inferer#progress": True,
+    }
+    if checkpoint is not None:
+        settings["ckpt_path"] = str(Path(checkpoint).resolve())
+    if scan.series_uid is not None:
+        settings["preprocessing#transforms#reader"] = scan.reader()
+    workflow = bundle_workflow(folder, "inference.json", "infer", settings)
+    workflow.initialize()
+    workflow.run()
+    workflow.finalize()
+    written = sorted(staging.glob("*.nii.gz"))
+    if len(written) != 1:
+        raise RuntimeError(f"{staging}: expected one segmentation from the bundle, found {[p.name for p in written]}")
+    return written[0]
+
+
+def run_with_cpu_fallback(folder: Path, scan: Scan, staging: Path, device: torch.device, checkpoint: str | None,
+                          overrides: dict) -> tuple[Path, torch.device]:
+    """:func:`run_inference`; when a GPU runs out of memory, once more on the CPU."""
+    try:
+        return run_inference(folder, scan, staging, device, checkpoint, overrides), device
+    except torch.OutOfMemoryError:
+        if device.type != "cuda":
+            raise
+        logger.warning(f"{device} ran out of memory on {scan.path}; segmenting on the CPU instead")
+        torch.cuda.empty_cache()
+        for leftover in staging.iterdir():
+            leftover.unlink()
+        cpu = torch.device("cpu")
+        return run_inference(folder, scan, staging, cpu, checkpoint, overrides), cpu
+
+
+def bundle_facts(folder: Path, metadata: dict[str, Any], weights: Path) -> dict[str, Any]:
+    """Name, version, intended use and checksums of the bundle that made the segmentation."""
+    manifest = folder / MANIFEST
+    return {
+        "name": metadata["name"],
+        "version": metadata["version"],
+        "folder": str(folder),
+        "weights": str(weights),
+        "weights_sha256": file_sha256(weights),
+        "manifest_sha256": file_sha256(manifest) if manifest.is_file() else None,
+        "intended_use": metadata.get("intended_use"),
+    }
+
+
+def segment(
+    *,
+    bundle: str,
+    input: str,
+    output: str,
+    series: str | None = None,
+    device: str | None = None,
+    checkpoint: str | None = None,
+    overrides: str | None = None,
+) -> str:
+    """Segment one scan with one bundle; write ``<name>_seg.nii.gz``, ``<name>_overlay.png`` and
+    ``<name>_report.json`` into ``output`` and return the report's path.
+
+    The label volume is on the scan's own grid, with its affine. The report gives the volume in mL
+    of each structure, the bundle's name, version and checksums, the scan's checksum, the date, the
+    device and the run time. Nothing is left in ``output`` when anything fails.
+
+    Args:
+        bundle: the bundle folder, e.g. ``bundles/unetr``.
+        input: a NIfTI file, or a folder of DICOM files.
+        output: folder for the three outputs (created if needed).
+        series: DICOM series instance UID, when the folder holds several series.
+        device: ``cpu``, ``cuda`` or ``cuda:N``; default: the first GPU when there is one, else the CPU.
+        checkpoint: weights to use instead of the bundle's ``models/model.pt``.
+        overrides: a JSON file of config keys the weights were trained with, e.g. the bundle's
+            ``configs/demo.json`` after ``make demo``.
+    """
+    started = time.perf_counter()
+    folder = bundle_folder(bundle)
+    metadata = read_metadata(folder)
+    scan = find_scan(input, series)
+    chosen = choose_device(device)
+    settings = json.loads(Path(overrides).read_text()) if overrides else {}
+    weights = Path(checkpoint) if checkpoint else folder / "models" / "model.pt"
+    destination = Path(output)
+    staging, created = open_output_folder(destination)
+    moved: list[Path] = []
+    try:
+        logger.info(f"segmenting {scan.path} with {metadata['name']} {metadata['version']} on {chosen}")
+        written, used = run_with_cpu_fallback(folder, scan, staging, chosen, checkpoint, settings)
+        names = class_names(metadata)
+        label = LoadImage(image_only=True, ensure_channel_first=True)(written)
+        image = LoadImage(reader=scan.reader(), image_only=True, ensure_channel_first=True)(scan.source)
+        outputs = {kind: staging / f"{scan.name}_{kind}{suffix}" for kind, suffix in
+                   (("seg", ".nii.gz"), ("overlay", ".png"), ("report", ".json"))}
+        os.replace(written, outputs["seg"])
+        save_overlay(image, label, names, outputs["overlay"], title=f"{scan.name}: {metadata['name']} {metadata['version']}")
+        report = {
+            "scan": {"path": str(scan.path), "series_uid": scan.series_uid, "sha256": scan.sha256(),
+                     "shape": list(label.shape[1:]), "spacing_mm": [round(float(s), 4) for s in label.pixdim[:3]]},
+            "volumes_ml": class_volumes_ml(label, names),
+            "bundle": bundle_facts(folder, metadata, weights),
+            "outputs": {kind: path.name for kind, path in outputs.items() if kind != "report"},
+            "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "device": str(used),
+            "runtime_s": round(time.perf_counter() - started, 2),
+            "software": {"python": platform.python_version(), "torch": torch.__version__, "monai": monai.__version__},
+        }
+        write_json(outputs["report"], report)
+        for path in outputs.values():
+            os.replace(path, destination / path.name)
+            moved.append(destination / path.name)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        for path in moved:
+            path.unlink(missing_ok=True)
+        if created:
+            shutil.rmtree(destination, ignore_errors=True)
+        raise
+    shutil.rmtree(staging, ignore_errors=True)
+    logger.info(f"volumes (mL): {report['volumes_ml']}; outputs in {destination}")
+    return str(destination / outputs["report"].name)

@@ -1,0 +1,218 @@
+"""The clinician's path: ``python -m common segment`` on NIfTI and DICOM, bad input on that path,
+and self-contained packages (``package`` / ``verify``) that run outside the repository."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+from monai.data import ITKReader
+from monai.transforms import LoadImage
+
+from conftest import BUNDLES, REPO_ROOT, make_dataset, network_overrides, run_bundle, train_overrides, write_volume
+
+BUNDLE = "unetr"
+OBLIQUE = np.array([[0.0, -1.5, 0.1, 40.0], [1.5, 0.0, 0.0, -20.0], [0.0, 0.1, 1.5, 10.0], [0, 0, 0, 1]])
+
+
+def cli(*args: str, cwd: Path = REPO_ROOT, timeout: float = 300) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1"}
+    return subprocess.run([sys.executable, "-m", "common", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def last_line(result: subprocess.CompletedProcess) -> str:
+    return result.stderr.strip().splitlines()[-1]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Tiny weights of ``unetr``, the overrides file they were trained with, and a scan."""
+    out = tmp_path_factory.mktemp("trained_unetr")
+    data = make_dataset(out / "data")
+    run_bundle(BUNDLE, ["train.json"], train_overrides(BUNDLE, data, out))
+    overrides = out / "tiny.json"
+    overrides.write_text(json.dumps(network_overrides(BUNDLE)))
+    image = nib.load(data / "imagesTr" / "case1.nii.gz").get_fdata().astype(np.float32)
+    scan = write_volume(out / "scans" / "oblique.nii.gz", image, OBLIQUE)
+    return {"weights": out / "models" / "model.pt", "overrides": overrides, "scan": scan, "root": out}
+
+
+def segment_args(trained: dict[str, Path], scan: Path, output: Path, *extra: str) -> list[str]:
+    return ["segment", "--bundle", str(BUNDLES / BUNDLE), "--input", str(scan), "--output", str(output),
+            "--checkpoint", str(trained["weights"]), "--overrides", str(trained["overrides"]), *extra]
+
+
+def write_dicom(path: Path, image: np.ndarray, affine: np.ndarray) -> None:
+    """One multi-frame DICOM file (its own series) of ``image`` with the geometry of ``affine`` (RAS)."""
+    import itk
+
+    volume = itk.image_from_array(np.ascontiguousarray(np.clip(image * 1000, 0, 65535).astype(np.uint16).T))
+    lps = np.diag([-1.0, -1.0, 1.0]) @ affine[:3, :3]
+    spacing = np.linalg.norm(lps, axis=0)
+    volume.SetSpacing(spacing.tolist())
+    volume.SetDirection(itk.matrix_from_array(lps / spacing))
+    volume.SetOrigin((np.diag([-1.0, -1.0, 1.0]) @ affine[:3, 3]).tolist())
+    path.parent.mkdir(parents=True, exist_ok=True)
+    itk.imwrite(volume, str(path))
+
+
+def test_segment_writes_label_overlay_and_report_on_the_scan_grid(trained: dict[str, Path], tmp_path: Path) -> None:
+    result = cli(*segment_args(trained, trained["scan"], tmp_path / "out"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["oblique_overlay.png", "oblique_report.json", "oblique_seg.nii.gz"]
+    scan, seg = nib.load(trained["scan"]), nib.load(tmp_path / "out" / "oblique_seg.nii.gz")
+    assert seg.shape == scan.shape
+    np.testing.assert_allclose(seg.affine, scan.affine, atol=1e-4)
+    labels = np.asarray(seg.dataobj)
+    assert set(np.unique(labels)) <= {0, 1, 2, 3}
+    report = json.loads((tmp_path / "out" / "oblique_report.json").read_text())
+    voxel_ml = abs(np.linalg.det(OBLIQUE[:3, :3])) / 1000
+    assert report["volumes_ml"]["CSF"] == pytest.approx((labels == 1).sum() * voxel_ml, abs=1e-3)
+    assert set(report["volumes_ml"]) == {"CSF", "grey matter", "white matter"}
+    assert report["bundle"]["name"] == BUNDLE and len(report["bundle"]["weights_sha256"]) == 64
+    assert len(report["scan"]["sha256"]) == 64 and report["device"] == "cpu" and report["runtime_s"] > 0
+    assert (tmp_path / "out" / "oblique_overlay.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "%" in result.stderr  # sliding-window progress bar
+
+
+def test_segment_reads_the_chosen_dicom_series_and_keeps_its_geometry(trained: dict[str, Path], tmp_path: Path) -> None:
+    scan = nib.load(trained["scan"])
+    image = scan.get_fdata().astype(np.float32)
+    write_dicom(tmp_path / "study" / "first.dcm", image, scan.affine)
+    write_dicom(tmp_path / "study" / "second.dcm", image[::-1].copy(), scan.affine)
+
+    several = cli(*segment_args(trained, tmp_path / "study", tmp_path / "out"))
+    assert several.returncode != 0
+    assert "holds 2 DICOM series, choose one with --series UID" in last_line(several)
+    assert not (tmp_path / "out").exists()
+
+    uid = last_line(several).split("--series UID: ")[1].split(" (")[0]
+    chosen = cli(*segment_args(trained, tmp_path / "study", tmp_path / "out", "--series", uid))
+    assert chosen.returncode == 0, chosen.stderr[-3000:]
+    seg = LoadImage(image_only=True)(tmp_path / "out" / "study_seg.nii.gz")
+    dicom = LoadImage(reader=ITKReader(series_name=uid), image_only=True)(tmp_path / "study")
+    assert seg.shape == dicom.shape
+    np.testing.assert_allclose(seg.affine.numpy(), dicom.affine.numpy(), atol=1e-3)
+    assert json.loads((tmp_path / "out" / "study_report.json").read_text())["scan"]["series_uid"] == uid
+
+
+def bad_checkpoint(kind: str, trained: dict[str, Path], folder: Path) -> Path:
+    path = folder / f"{kind}.pt"
+    if kind == "truncated":
+        path.write_bytes(trained["weights"].read_bytes()[:1000])
+    else:  # a pickle that would run code on a plain torch.load
+        torch.save({"model": torch.load(trained["weights"], weights_only=True)["model"], "hook": shutil.rmtree}, path)
+    return path
+
+
+@pytest.mark.parametrize(
+    "case, problem",
+    [
+        ("empty folder", "empty folder, no scan to segment"),
+        ("truncated checkpoint", "not a loadable weights-only checkpoint"),
+        ("pickled code", "not a loadable weights-only checkpoint"),
+        ("two channels", "the network takes 1 channel(s), the image has 2"),
+        ("output not writable", "cannot write the outputs there"),
+    ],
+)
+def test_segment_refuses_bad_input_in_one_line_and_writes_nothing(
+    case: str, problem: str, trained: dict[str, Path], tmp_path: Path
+) -> None:
+    scan, output, extra = trained["scan"], tmp_path / "out", []
+    if case == "empty folder":
+        scan = tmp_path / "empty"
+        scan.mkdir()
+    elif case in ("truncated checkpoint", "pickled code"):
+        extra = ["--checkpoint", str(bad_checkpoint(case.split()[0], trained, tmp_path))]
+    elif case == "two channels":
+        image = nib.load(trained["scan"]).get_fdata().astype(np.float32)
+        scan = write_volume(tmp_path / "two.nii.gz", np.stack([image, image], axis=-1), OBLIQUE)
+    elif os.geteuid() == 0:  # root writes through file modes; sysfs refuses new files even to root
+        output = Path("/sys/kernel")
+    else:
+        output.mkdir(mode=0o555)
+    before = sorted(output.iterdir()) if output.exists() else None
+    result = cli(*segment_args(trained, scan, output), *extra)
+    assert result.returncode != 0
+    line = last_line(result)
+    assert line.startswith("error: ") and problem in line, result.stderr[-2000:]
+    named = {"empty folder": scan, "two channels": scan, "output not writable": output}.get(case, Path(extra[-1]) if extra else None)
+    assert str(named) in line
+    assert (sorted(output.iterdir()) if output.exists() else None) == before
+
+
+def test_help_explains_every_flag() -> None:
+    result = cli("segment", "--help")
+    text = result.stdout + result.stderr
+    for flag in ("--bundle", "--input", "--output", "--series", "--device", "--checkpoint", "--overrides"):
+        assert flag in text
+
+
+@pytest.fixture(scope="module")
+def package_zip(trained: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``python -m common package`` of a copy of ``unetr`` holding the tiny weights."""
+    work = tmp_path_factory.mktemp("package")
+    bundle = work / BUNDLE
+    shutil.copytree(BUNDLES / BUNDLE, bundle, ignore=shutil.ignore_patterns("models", "runs", "eval", "__pycache__"))
+    (bundle / "models").mkdir()
+    shutil.copy2(trained["weights"], bundle / "models" / "model.pt")
+    result = cli("package", str(bundle), "--output_dir", str(work / "dist"), "--overrides", str(trained["overrides"]))
+    assert result.returncode == 0, result.stderr[-3000:]
+    return Path(result.stdout.strip().splitlines()[-1])
+
+
+def unzip(archive: Path, target: Path) -> Path:
+    with zipfile.ZipFile(archive) as bundle_zip:
+        bundle_zip.extractall(target)
+    return target / BUNDLE
+
+
+def test_unzipped_package_verifies_and_segments_on_its_own(package_zip: Path, trained: dict[str, Path], tmp_path: Path) -> None:
+    assert package_zip.name == "unetr-0.1.0.zip"
+    assert cli("verify", str(package_zip)).returncode == 0
+    folder = unzip(package_zip, tmp_path)
+    assert REPO_ROOT not in folder.parents
+    assert {"configs", "scripts", "common", "models", "docs", "LICENSE", "requirements.txt", "manifest.sha256"} <= {p.name for p in folder.iterdir()}
+    imported = subprocess.run([sys.executable, "-c", "import common, scripts; print(common.__file__)"], cwd=folder,
+                              capture_output=True, text=True, check=True)
+    assert Path(imported.stdout.strip()).is_relative_to(folder)
+    scans = tmp_path / "scans"
+    scans.mkdir()
+    shutil.copy2(trained["scan"], scans / "oblique.nii.gz")
+    inferred = run_bundle(BUNDLE, ["inference.json"], {"input_dir": str(scans), "output_dir": str(tmp_path / "seg"), "num_workers": 0},
+                          cwd=folder, config_dir=folder / "configs")
+    seg = nib.load(tmp_path / "seg" / "oblique_seg.nii.gz")
+    np.testing.assert_allclose(seg.affine, OBLIQUE, atol=1e-4)
+    segmented = cli("segment", "--bundle", ".", "--input", str(scans / "oblique.nii.gz"), "--output", str(tmp_path / "clinic"), cwd=folder)
+    assert segmented.returncode == 0, segmented.stderr[-3000:] + inferred.stderr[-500:]
+    report = json.loads((tmp_path / "clinic" / "oblique_report.json").read_text())
+    assert report["bundle"]["manifest_sha256"] is not None
+    assert cli("verify", str(folder)).returncode == 0  # what running it wrote is not counted
+
+
+def test_verify_refuses_a_tampered_package(package_zip: Path, tmp_path: Path) -> None:
+    folder = unzip(package_zip, tmp_path)
+    config = folder / "configs" / "inference.json"
+    config.write_text(config.read_text().replace('"overlap": 0.5', '"overlap": 0.1'))
+    (folder / "scripts" / "extra.py").write_text("print('not shipped')\n")
+    result = cli("verify", str(folder))
+    assert result.returncode != 0
+    line = last_line(result)
+    assert "configs/inference.json: changed (SHA-256 differs)" in line and "scripts/extra.py: not in the manifest" in line
+
+
+def test_package_refuses_a_bundle_without_weights(tmp_path: Path) -> None:
+    bundle = tmp_path / BUNDLE
+    shutil.copytree(BUNDLES / BUNDLE, bundle, ignore=shutil.ignore_patterns("models", "runs", "eval", "__pycache__"))
+    result = cli("package", str(bundle), "--output_dir", str(tmp_path / "dist"))
+    assert result.returncode != 0 and "no trained weights to package" in last_line(result)
+    assert not (tmp_path / "dist").exists() or not list((tmp_path / "dist").iterdir())
