@@ -7,9 +7,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import torch
 from monai.bundle import ConfigWorkflow
 
-from common.errors import InputError
+from common.errors import InputError, first_line
 
 
 def bundle_folder(bundle: str | Path) -> Path:
@@ -45,3 +46,30 @@ def bundle_workflow(bundle: str | Path, config: str, workflow_type: str, overrid
         config_file=str(configs / config), meta_file=str(configs / "metadata.json"),
         logging_file=str(configs / "logging.conf"), workflow_type=workflow_type, **(overrides or {}),
     )
+
+
+def read_overrides(path: str | Path | None) -> dict[str, Any]:
+    """Config keys from a JSON file (e.g. a bundle's ``configs/demo.json``); ``{}`` for ``None``."""
+    if path is None:
+        return {}
+    try:
+        overrides = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as err:
+        raise InputError(f"{path}: cannot read config overrides ({first_line(err)})") from err
+    if not isinstance(overrides, dict):
+        raise InputError(f"{path}: config overrides must be a JSON object of keys, not a {type(overrides).__name__}")
+    return overrides
+
+
+def load_network(bundle: str | Path, weights: Path, overrides: dict | None = None) -> tuple[torch.nn.Module, list[int]]:
+    """The network ``inference.json`` of ``bundle`` builds (with ``overrides``), on the CPU in eval
+    mode, with ``weights`` loaded strictly (``weights_only``); and its input shape
+    ``(1, in_channels, *roi_size)``. :class:`InputError` names ``weights`` when they do not fit."""
+    parser = bundle_workflow(bundle, "inference.json", "infer", {**(overrides or {}), "device": "cpu"}).parser
+    network = parser.get_parsed_content("network_def")
+    try:
+        state = torch.load(weights, map_location="cpu", weights_only=True)
+        network.load_state_dict(state.get("model", state), strict=True)
+    except Exception as err:
+        raise InputError(f"{weights}: the weights do not fit the bundle's inference.json ({first_line(err)})") from err
+    return network.eval(), [1, parser["in_channels"], *parser["roi_size"]]

@@ -2,28 +2,17 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 import torch
 from monai.bundle import ckpt_export, onnx_export
 
-from common.bundle import bundle_folder, bundle_workflow
+from common.bundle import bundle_folder, load_network, read_overrides
 from common.errors import InputError
 from common.io import write_atomically
 
 EXPORTS = {"torchscript": ".ts", "onnx": ".onnx"}
-
-
-def eager_network(folder: Path, weights: Path, overrides: dict) -> tuple[torch.nn.Module, list[int]]:
-    """The bundle's ``network_def`` with ``weights`` loaded strictly, in eval mode, and its input
-    shape ``(1, in_channels, *roi_size)``."""
-    parser = bundle_workflow(folder, "inference.json", "infer", {**overrides, "device": "cpu"}).parser
-    network = parser.get_parsed_content("network_def")
-    state = torch.load(weights, map_location="cpu", weights_only=True)
-    network.load_state_dict(state.get("model", state), strict=True)
-    return network.eval(), [1, parser["in_channels"], *parser["roi_size"]]
 
 
 def run_exported(kind: str, path: Path, image: torch.Tensor) -> np.ndarray:
@@ -61,7 +50,7 @@ def export(
         tolerance: largest accepted absolute difference from the eager network.
     """
     folder = bundle_folder(bundle)
-    settings = json.loads(Path(overrides).read_text()) if overrides else {}
+    settings = read_overrides(overrides)
     weights = Path(checkpoint) if checkpoint else folder / "models" / "model.pt"
     if not weights.is_file():
         raise InputError(f"{weights}: no trained weights to export; train the bundle first")
@@ -69,7 +58,7 @@ def export(
     unknown = sorted(set(kinds) - set(EXPORTS))
     if unknown:
         raise InputError(f"--formats: unknown {unknown}; choose from {sorted(EXPORTS)}")
-    network, input_shape = eager_network(folder, weights, settings)
+    network, input_shape = load_network(folder, weights, settings)
     image = torch.rand(input_shape, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         expected = network(image).numpy()

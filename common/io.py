@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -38,6 +39,15 @@ def write_atomically(final: PathLike, write: Any) -> None:
     except BaseException:
         staging.unlink(missing_ok=True)
         raise
+
+
+def file_sha256(path: PathLike) -> str:
+    """SHA-256 hex digest of a file, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def write_json(final: PathLike, content: Any) -> None:

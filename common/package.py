@@ -11,11 +11,9 @@ import zipfile
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path, PurePosixPath
 
-import torch
-
-from common.bundle import bundle_folder, bundle_workflow, read_metadata
+from common.bundle import bundle_folder, load_network, read_metadata, read_overrides
 from common.errors import InputError, first_line
-from common.io import write_atomically
+from common.io import file_sha256, write_atomically
 
 MANIFEST = "manifest.sha256"
 BUNDLE_PARTS = ("configs", "scripts", "docs", "LICENSE")
@@ -48,19 +46,9 @@ def apply_overrides(configs: Path, overrides: dict) -> None:
         path.write_text(json.dumps(config, indent=4) + "\n")
 
 
-def check_weights_fit(folder: Path, weights: Path) -> None:
-    """Load ``weights`` strictly into the network the bundle's ``inference.json`` builds."""
-    try:
-        state = torch.load(weights, map_location="cpu", weights_only=True)
-        network = bundle_workflow(folder, "inference.json", "infer", {"device": "cpu"}).parser.get_parsed_content("network_def")
-        network.load_state_dict(state.get("model", state), strict=True)
-    except Exception as err:
-        raise InputError(f"{weights}: the weights do not fit the bundle's inference.json ({first_line(err)})") from err
-
-
 def write_manifest(folder: Path) -> None:
     """``manifest.sha256`` in ``sha256sum`` format: one ``<digest>  <path>`` line per file, sorted."""
-    lines = [f"{hashlib.sha256(p.read_bytes()).hexdigest()}  {p.relative_to(folder).as_posix()}"
+    lines = [f"{file_sha256(p)}  {p.relative_to(folder).as_posix()}"
              for p in sorted(folder.rglob("*")) if p.is_file() and p.name != MANIFEST and "__pycache__" not in p.parts]
     (folder / MANIFEST).write_text("\n".join(lines) + "\n")
 
@@ -98,8 +86,8 @@ def package(bundle: str, output_dir: str = "dist", overrides: str | None = None)
         shutil.copytree(Path(__file__).parent, staged / "common", ignore=shutil.ignore_patterns(*RUN_OUTPUTS))
         (staged / "requirements.txt").write_text(runtime_requirements())
         if overrides:
-            apply_overrides(staged / "configs", json.loads(Path(overrides).read_text()))
-        check_weights_fit(staged, staged / "models" / "model.pt")
+            apply_overrides(staged / "configs", read_overrides(overrides))
+        load_network(staged, staged / "models" / "model.pt")
         write_manifest(staged)
         archive = Path(output_dir) / f"{name}.zip"
 

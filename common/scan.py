@@ -9,6 +9,7 @@ from pathlib import Path
 from monai.data import ITKReader
 
 from common.errors import InputError
+from common.io import file_sha256
 
 IMAGE_SUFFIXES = (".nii.gz", ".nii", ".mha", ".mhd", ".nrrd", ".dcm")
 
@@ -54,15 +55,6 @@ class Scan:
         for path in sorted(self.files):
             digest.update(file_sha256(path).encode())
         return digest.hexdigest()
-
-
-def file_sha256(path: str | Path) -> str:
-    """SHA-256 hex digest of a file, read in 1 MiB blocks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def dicom_series(folder: Path) -> dict[str, list[Path]]:

@@ -3,7 +3,6 @@ picture and a report, all or nothing."""
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import platform
@@ -20,12 +19,12 @@ import torch
 from monai.data import MetaTensor
 from monai.transforms import LoadImage
 
-from common.bundle import bundle_folder, bundle_workflow, read_metadata
+from common.bundle import bundle_folder, bundle_workflow, read_metadata, read_overrides
 from common.errors import InputError, first_line
-from common.io import write_json
+from common.io import file_sha256, write_json
 from common.overlay import save_overlay
 from common.package import MANIFEST
-from common.scan import Scan, file_sha256, find_scan
+from common.scan import Scan, find_scan
 
 logger = logging.getLogger(__name__)
 
@@ -152,7 +151,7 @@ def segment(
     metadata = read_metadata(folder)
     scan = find_scan(input, series)
     chosen = choose_device(device)
-    settings = json.loads(Path(overrides).read_text()) if overrides else {}
+    settings = read_overrides(overrides)
     weights = Path(checkpoint) if checkpoint else folder / "models" / "model.pt"
     destination = Path(output)
     staging, created = open_output_folder(destination)

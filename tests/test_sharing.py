@@ -122,6 +122,7 @@ def bad_checkpoint(kind: str, trained: dict[str, Path], folder: Path) -> Path:
         ("pickled code", "not a loadable weights-only checkpoint"),
         ("two channels", "the network takes 1 channel(s), the image has 2"),
         ("output not writable", "cannot write the outputs there"),
+        ("missing overrides", "cannot read config overrides"),
     ],
 )
 def test_segment_refuses_bad_input_in_one_line_and_writes_nothing(
@@ -140,12 +141,16 @@ def test_segment_refuses_bad_input_in_one_line_and_writes_nothing(
         output = Path("/sys/kernel")
     else:
         output.mkdir(mode=0o555)
+    args = segment_args(trained, scan, output)
+    if case == "missing overrides":
+        args[args.index("--overrides") + 1] = str(tmp_path / "missing.json")
     before = sorted(output.iterdir()) if output.exists() else None
-    result = cli(*segment_args(trained, scan, output), *extra)
+    result = cli(*args, *extra)
     assert result.returncode != 0
     line = last_line(result)
     assert line.startswith("error: ") and problem in line, result.stderr[-2000:]
-    named = {"empty folder": scan, "two channels": scan, "output not writable": output}.get(case, Path(extra[-1]) if extra else None)
+    named = {"empty folder": scan, "two channels": scan, "output not writable": output,
+             "missing overrides": tmp_path / "missing.json"}.get(case, Path(extra[-1]) if extra else None)
     assert str(named) in line
     assert (sorted(output.iterdir()) if output.exists() else None) == before
 
