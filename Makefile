@@ -8,7 +8,7 @@ CONFIGS := bundles/$(BUNDLE)/configs
 STAMP := $(VENV)/.installed
 TEST_WORKERS ?= 2
 
-.PHONY: install data demo test bench segment package export clean
+.PHONY: install data demo test bench leaderboard segment package export clean
 
 install: $(STAMP)
 
@@ -53,5 +53,11 @@ test: install
 bench: install
 	$(PY) bench/attention.py
 
+# Every bundle and four MONAI baselines under one protocol (about an hour on 2 CPU cores):
+# docs/leaderboard.md, docs/leaderboard.png, docs/leaderboard/. On a GPU: PROTOCOL=bench/leaderboard_gpu.json
+PROTOCOL ?= bench/leaderboard_cpu.json
+leaderboard: data
+	$(PY) bench/leaderboard.py --protocol $(PROTOCOL)
+
 clean:
-	rm -rf bundles/*/models bundles/*/runs bundles/*/eval dist results
+	rm -rf bundles/*/models bundles/*/runs bundles/*/eval dist results leaderboard_runs

@@ -1,0 +1,300 @@
+"""The leaderboard: every bundle, and the MONAI networks a user would pick instead, trained and
+evaluated under one protocol on the embedded data.
+
+    python bench/leaderboard.py [--protocol bench/leaderboard_cpu.json] [--only unetr,attention_unet]
+
+One protocol file (same split, spacing, ROI, crops, seed, optimiser and step budget for everyone)
+is merged over each bundle's ``train.json`` and ``demo.json`` (which give only the network's sizes
+here). Baselines run through the ``unetr`` bundle's configs with ``network_def`` replaced, so they
+share every other piece of the workflow. Each entry is trained with ``monai.bundle run``,
+evaluated with its ``evaluate.json``, timed end to end with its ``inference.json``, and measured
+alone (parameters, FLOPs, sliding-window seconds, peak memory) in a fresh process. Writes
+``docs/leaderboard.md``, ``docs/leaderboard.png`` and, per entry, ``docs/leaderboard/<name>_dice.png``
+(validation Dice per epoch) and ``<name>_overlay.png`` (prediction next to the reference).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+BUNDLES = REPO / "bundles"
+DOCS = REPO / "docs"
+
+BASELINE_CONFIGS = "unetr"  # whose configs the baselines run through (the workflow is the same for all)
+BASELINES = {
+    "MONAI UNet (residual)": {
+        "_target_": "monai.networks.nets.UNet", "spatial_dims": 3, "in_channels": "@in_channels",
+        "out_channels": "@num_classes", "channels": [16, 32, 64, 128], "strides": [2, 2, 2], "num_res_units": 2,
+        "norm": "instance",
+    },
+    "MONAI SwinUNETR": {
+        "_target_": "monai.networks.nets.SwinUNETR", "spatial_dims": 3, "in_channels": "@in_channels",
+        "out_channels": "@num_classes", "feature_size": 12,
+    },
+    "MONAI UNETR": {
+        "_target_": "monai.networks.nets.UNETR", "spatial_dims": 3, "in_channels": "@in_channels",
+        "out_channels": "@num_classes", "img_size": "@roi_size", "feature_size": "@feature_size",
+        "hidden_size": "@hidden_size", "mlp_dim": "@mlp_dim", "num_heads": "@num_heads", "res_block": True,
+    },
+    "MONAI AttentionUnet": {
+        "_target_": "monai.networks.nets.AttentionUnet", "spatial_dims": 3, "in_channels": "@in_channels",
+        "out_channels": "@num_classes", "channels": [8, 16, 32, 64], "strides": [2, 2, 2],
+    },
+}
+BUNDLE_NAMES = ("unetr", "attention_unet", "nonlocal_unet", "ann_net", "mt_unet", "msga_net")
+ENTRIES: dict[str, dict] = {
+    **{name: {"bundle": name, "network_def": None} for name in BUNDLE_NAMES},
+    **{name: {"bundle": BASELINE_CONFIGS, "network_def": net} for name, net in BASELINES.items()},
+}
+
+
+def slug(name: str) -> str:
+    """File-name form of an entry name."""
+    return "".join(c if c.isalnum() else "_" for c in name.lower()).strip("_").replace("__", "_")
+
+
+def monai_bundle_run(configs: list[Path], cwd: Path = REPO) -> float:
+    """``python -m monai.bundle run`` over ``configs`` (later files override earlier ones); seconds taken."""
+    command = [sys.executable, "-m", "monai.bundle", "run", "--config_file", str([str(c) for c in configs])]
+    started = time.perf_counter()
+    result = subprocess.run(command, cwd=cwd, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise RuntimeError(f"{' '.join(command)} failed:\n{result.stderr[-3000:]}")
+    return time.perf_counter() - started
+
+
+def entry_overrides(entry: dict, protocol: dict, work: Path, dataset_dir: Path) -> dict:
+    """What every run of an entry merges over its bundle's configs: the protocol, the paths and,
+    for a baseline, its ``network_def``."""
+    overrides = {**protocol, "dataset_dir": str(dataset_dir), "ckpt_dir": str(work / "models"),
+                 "output_dir": str(work / "runs")}
+    if entry["network_def"] is not None:
+        overrides["network_def"] = entry["network_def"]
+    return overrides
+
+
+def network_facts(bundle: str, weights: str, overrides: dict, volume_shape: list[int]) -> dict:
+    """Run in a fresh process: parameters, FLOPs of one forward at ``roi_size``, seconds of the
+    sliding-window pass over a volume of ``volume_shape`` (as ``inference.json`` runs it), and the
+    process's peak resident memory."""
+    import resource
+
+    import torch
+    from monai.inferers import SlidingWindowInferer
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from common.bundle import load_network
+
+    torch.manual_seed(0)
+    network, input_shape = load_network(BUNDLES / bundle, Path(weights), overrides)
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        network(torch.rand(input_shape))
+    inferer = SlidingWindowInferer(input_shape[2:], sw_batch_size=overrides.get("sw_batch_size", 4), overlap=0.5, mode="gaussian")
+    volume = torch.rand(1, input_shape[1], *volume_shape)
+    with torch.no_grad():
+        started = time.perf_counter()
+        inferer(volume, network)
+        seconds = time.perf_counter() - started
+    return {"params": sum(p.numel() for p in network.parameters()), "gflops": counter.get_total_flops() / 1e9,
+            "network_s": seconds, "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+
+
+def isolated_network_facts(*args) -> dict:
+    """:func:`network_facts` in a fresh Python process (peak memory is per process)."""
+    code = (f"import json, sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); import leaderboard; "
+            f"print(json.dumps(leaderboard.network_facts(*{args!r})))")
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def validation_curve(runs_dir: Path, tag: str = "val_mean_dice") -> list[tuple[int, float]]:
+    """``(epoch, value)`` of ``tag`` from the TensorBoard event files in ``runs_dir``."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    points: dict[int, float] = {}
+    for events in sorted(runs_dir.glob("events.out.tfevents.*")):
+        accumulator = EventAccumulator(str(events))
+        accumulator.Reload()
+        if tag in accumulator.Tags().get("scalars", []):
+            points.update({event.step: event.value for event in accumulator.Scalars(tag)})
+    return sorted(points.items())
+
+
+def run_entry(name: str, protocol: dict, work_root: Path, dataset_dir: Path, plots_dir: Path = DOCS / "leaderboard") -> dict:
+    """Train, evaluate, infer and measure one entry; its row of the leaderboard. Its validation
+    curve and prediction overlay go to ``plots_dir``."""
+    entry = ENTRIES[name]
+    configs = BUNDLES / entry["bundle"] / "configs"
+    work = work_root / slug(name)
+    work.mkdir(parents=True, exist_ok=True)
+    overrides = entry_overrides(entry, protocol, work, dataset_dir)
+    (work / "protocol.json").write_text(json.dumps(overrides, indent=2))
+    (work / "evaluate_paths.json").write_text(json.dumps({"output_dir": str(work / "eval")}))
+    validation = json.loads((dataset_dir / "dataset.json").read_text())["validation"][0]
+    image, label = dataset_dir / validation["image"], dataset_dir / validation["label"]
+    scans = work / "scans"
+    scans.mkdir(exist_ok=True)
+    (scans / image.name).unlink(missing_ok=True)
+    (scans / image.name).symlink_to(image)
+    (work / "infer_paths.json").write_text(json.dumps({"input_dir": str(scans), "output_dir": str(work / "seg"),
+                                                        "ckpt_path": str(work / "models" / "model.pt")}))
+    base = [configs / "train.json", configs / "demo.json", work / "protocol.json"]
+    train_s = monai_bundle_run(base)
+    monai_bundle_run(base + [configs / "evaluate.json", work / "evaluate_paths.json"])
+    infer_s = monai_bundle_run([configs / "inference.json", configs / "demo.json", work / "protocol.json", work / "infer_paths.json"])
+    metrics = json.loads((work / "eval" / "metrics.json").read_text())
+    import nibabel
+
+    from common.bundle import read_metadata
+    from common.segment import class_names
+
+    demo = json.loads((configs / "demo.json").read_text())
+    facts = isolated_network_facts(entry["bundle"], str(work / "models" / "model.pt"), {**demo, **overrides},
+                                   list(nibabel.load(image).shape))
+    prediction = next((work / "seg").glob("*_seg.nii.gz"))
+    curve = validation_curve(work / "runs")
+    plot_curve(name, curve, plots_dir / f"{slug(name)}_dice.png")
+    names = class_names(read_metadata(BUNDLES / entry["bundle"]))
+    plot_prediction(name, image, label, prediction, names, plots_dir / f"{slug(name)}_overlay.png")
+    return {"name": name, "attention": entry["network_def"] is None, "mean_dice": metrics["mean_dice"],
+            "dice": metrics["dice"], "hd95_mm": metrics["hd95_mm"], "train_s": train_s, "infer_s": infer_s,
+            "curve": curve, **facts}
+
+
+def write_table(results: list[dict], path: Path, protocol: dict, machine: str) -> None:
+    """``docs/leaderboard.md``: one row per entry, best mean Dice first."""
+    classes = list(results[0]["dice"]) if results else []
+    lines = [
+        "# Leaderboard", "",
+        f"{machine}. Protocol (`bench/leaderboard.py`): " + ", ".join(f"`{k}` {json.dumps(v)}" for k, v in protocol.items()) + ".",
+        "Mean foreground Dice and per-class Dice / HD95 from each entry's `evaluate.json` on the held-out hemisphere; "
+        "inference end to end is `inference.json` on that volume (start-up, pre-processing, sliding window, inversion, "
+        "writing); network alone is the sliding-window pass over a volume of the same size; peak memory is that "
+        "process's resident peak.", "",
+        "| network | attention bundle | mean Dice | " + " | ".join(f"{c} Dice" for c in classes) + " | "
+        + " | ".join(f"{c} HD95 mm" for c in classes)
+        + " | parameters | GFLOPs (one ROI) | training | inference end to end s | network alone s | peak MB |",
+        "| --- " * (9 + 2 * len(classes)) + "|",
+    ]
+    for row in sorted(results, key=lambda r: -(r["mean_dice"] or 0)):
+        dice = " | ".join(f"{row['dice'][c]:.3f}" if row["dice"][c] is not None else "-" for c in classes)
+        hd95 = " | ".join(f"{row['hd95_mm'][c]:.2f}" if row["hd95_mm"][c] is not None else "-" for c in classes)
+        minutes, seconds = divmod(round(row["train_s"]), 60)
+        lines.append(
+            f"| {row['name']} | {'yes' if row['attention'] else 'baseline'} | **{row['mean_dice']:.3f}** | {dice} | {hd95} | "
+            f"{row['params'] / 1e6:.2f} M | {row['gflops']:.1f} | {minutes} min {seconds:02d} s | {row['infer_s']:.1f} | "
+            f"{row['network_s']:.2f} | {row['peak_mb']:.0f} |"
+        )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines) + "\n")
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_tradeoff(results: list[dict], path: Path) -> None:
+    """``docs/leaderboard.png``: mean Dice against end-to-end inference seconds, one marker per
+    entry, area proportional to its parameters; attention bundles filled, baselines hollow."""
+    plt = _pyplot()
+    figure, axis = plt.subplots(figsize=(8, 5.5), layout="constrained")
+    largest = max(r["params"] for r in results)
+    for row in results:
+        size = 60 + 900 * row["params"] / largest
+        style = {"color": "tab:blue"} if row["attention"] else {"facecolors": "none", "edgecolors": "tab:orange"}
+        axis.scatter(row["infer_s"], row["mean_dice"], s=size, alpha=0.7, **style)
+        axis.annotate(row["name"], (row["infer_s"], row["mean_dice"]), textcoords="offset points", xytext=(8, 4), fontsize=8)
+    axis.set_xlabel("CPU inference per volume, end to end (s)")
+    axis.set_ylabel("mean foreground Dice (held-out hemisphere)")
+    axis.set_title("Dice against inference time (marker area: parameters; hollow: MONAI baselines)")
+    axis.grid(alpha=0.3)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+
+
+def plot_curve(name: str, curve: list[tuple[int, float]], path: Path) -> None:
+    """Validation mean Dice per epoch of one entry."""
+    plt = _pyplot()
+    figure, axis = plt.subplots(figsize=(5, 3.5), layout="constrained")
+    if curve:
+        epochs, values = zip(*curve)
+        axis.plot(epochs, values, marker="o")
+    axis.set_xlabel("epoch")
+    axis.set_ylabel("validation mean Dice")
+    axis.set_ylim(0, 1)
+    axis.set_title(name)
+    axis.grid(alpha=0.3)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+
+
+def plot_prediction(name: str, image: Path, label: Path, prediction: Path, class_names: list[str], path: Path) -> None:
+    """One axial slice of the validation volume: the reference beside the prediction, with a
+    legend of the foreground ``class_names`` (background first in the list)."""
+    import nibabel
+    import numpy as np
+    from matplotlib.patches import Patch
+
+    plt = _pyplot()
+    colours = plt.get_cmap("tab10")
+    volume, reference, predicted = (np.asarray(nibabel.load(p).dataobj) for p in (image, label, prediction))
+    z = int(np.argwhere(reference > 0)[:, 2].mean()) if (reference > 0).any() else reference.shape[2] // 2
+    figure, axes = plt.subplots(1, 2, figsize=(8, 4.5), layout="constrained")
+    for axis, labels, title in zip(axes, (reference, predicted), ("reference", f"{name}")):
+        axis.imshow(volume[:, :, z].T, cmap="gray", origin="lower")
+        axis.imshow(np.ma.masked_equal(labels[:, :, z].T, 0), cmap="tab10", vmin=0, vmax=9, alpha=0.45,
+                    origin="lower", interpolation="nearest")
+        axis.set_title(f"{title}, axial slice {z}")
+        axis.axis("off")
+    legend = [Patch(color=colours(i), alpha=0.45, label=n) for i, n in enumerate(class_names) if i > 0]
+    figure.legend(handles=legend, loc="outside lower center", ncol=len(legend), frameon=False)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=90)
+    plt.close(figure)
+
+
+def machine_line() -> str:
+    import monai
+    import torch
+
+    return (f"{datetime.date.today()}, {platform.machine()} with {os.cpu_count()} cores, torch {torch.__version__}, "
+            f"MONAI {monai.__version__}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--protocol", default=str(Path(__file__).parent / "leaderboard_cpu.json"))
+    parser.add_argument("--only", default=",".join(ENTRIES), help="comma-separated entry names")
+    parser.add_argument("--dataset_dir", default=str(REPO / "data" / "mni152"))
+    parser.add_argument("--work_dir", default=str(REPO / "leaderboard_runs"))
+    args = parser.parse_args()
+    protocol = json.loads(Path(args.protocol).read_text())
+    results = []
+    for name in args.only.split(","):
+        print(f"{name}: training, evaluating, timing ...", flush=True)
+        results.append(run_entry(name, protocol, Path(args.work_dir), Path(args.dataset_dir)))
+        print(f"{name}: mean Dice {results[-1]['mean_dice']:.3f}, training {results[-1]['train_s']:.0f} s", flush=True)
+        (Path(args.work_dir) / "results.json").write_text(json.dumps(results, indent=2))
+    write_table(results, DOCS / "leaderboard.md", protocol, machine_line())
+    plot_tradeoff(results, DOCS / "leaderboard.png")
+    print((DOCS / "leaderboard.md").read_text())
+
+
+if __name__ == "__main__":
+    main()

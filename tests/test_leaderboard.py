@@ -1,0 +1,78 @@
+"""The leaderboard's pieces: table and plots on a fake result set, the baselines' configs, and one
+tiny entry through the real runner, twice (same seed, same Dice). The full run is a benchmark."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import BUNDLES, REPO_ROOT, make_dataset
+
+sys.path.insert(0, str(REPO_ROOT / "bench"))
+import leaderboard  # noqa: E402
+
+PNG = b"\x89PNG\r\n\x1a\n"
+CLASSES = ("CSF", "grey matter", "white matter")
+
+
+def fake_row(name: str, mean_dice: float, attention: bool) -> dict:
+    return {"name": name, "attention": attention, "mean_dice": mean_dice, "dice": dict(zip(CLASSES, (0.6, 0.9, None))),
+            "hd95_mm": dict(zip(CLASSES, (4.0, 2.0, None))), "train_s": 125.0, "infer_s": 12.5, "network_s": 3.25,
+            "params": 1.5e6, "gflops": 12.3, "peak_mb": 640.0, "curve": [(2, 0.5), (4, mean_dice)]}
+
+
+def test_table_and_plots_from_a_fake_result_set(tmp_path: Path) -> None:
+    results = [fake_row("MONAI UNet (residual)", 0.81, False), fake_row("attention_unet", 0.88, True)]
+    leaderboard.write_table(results, tmp_path / "leaderboard.md", {"roi_size": [64, 64, 64], "seed": 0}, "2026-11-23, x86_64")
+    lines = (tmp_path / "leaderboard.md").read_text().splitlines()
+    rows = [line for line in lines if line.startswith("| ") and "---" not in line][1:]
+    assert [row.split(" | ")[0] for row in rows] == ["| attention_unet", "| MONAI UNet (residual)"]  # best first
+    assert lines[2].startswith("2026-11-23, x86_64. Protocol") and '`roi_size` [64, 64, 64]' in lines[2]
+    header = next(line for line in lines if line.startswith("| network"))
+    separator = next(line for line in lines if line.startswith("| ---"))
+    assert header.count("|") == separator.count("|") == rows[0].count("|")
+    assert "**0.880**" in rows[0] and "2 min 05 s" in rows[0] and "| - |" in rows[0]
+    leaderboard.plot_tradeoff(results, tmp_path / "leaderboard.png")
+    leaderboard.plot_curve("attention_unet", results[1]["curve"], tmp_path / "curve.png")
+    leaderboard.plot_curve("empty", [], tmp_path / "empty.png")
+    for name in ("leaderboard.png", "curve.png", "empty.png"):
+        assert (tmp_path / name).read_bytes()[:8] == PNG
+
+
+@pytest.mark.parametrize("name", list(leaderboard.BASELINES))
+def test_baselines_build_through_the_bundle_configs(name: str) -> None:
+    """Each baseline's ``network_def`` resolves against the configs it runs through, at the CPU
+    protocol's ROI, and maps it to 4-class logits of the same grid."""
+    from monai.bundle import ConfigParser
+
+    from common.bundle import use_bundle_scripts
+
+    configs = BUNDLES / leaderboard.BASELINE_CONFIGS / "configs"
+    protocol = json.loads((REPO_ROOT / "bench" / "leaderboard_cpu.json").read_text())
+    use_bundle_scripts(BUNDLES / leaderboard.BASELINE_CONFIGS)
+    parser = ConfigParser()
+    parser.read_config([str(configs / "inference.json"), str(configs / "demo.json")])
+    parser.update({**protocol, "network_def": leaderboard.BASELINES[name]})
+    network = parser.get_parsed_content("network_def").eval()
+    with torch.no_grad():
+        assert network(torch.rand(1, 1, *protocol["roi_size"])).shape == (1, 4, *protocol["roi_size"])
+
+
+def test_one_tiny_entry_runs_end_to_end_and_repeats_its_dice(tmp_path: Path) -> None:
+    data = make_dataset(tmp_path / "data")
+    protocol = {"roi_size": [32, 32, 32], "num_samples": 2, "batch_size": 1, "sw_batch_size": 2, "num_workers": 0,
+                "seed": 0, "learning_rate": 0.002, "max_epochs": 2, "epoch_length": 2, "val_interval": 1}
+    name = "MONAI UNet (residual)"
+    first = leaderboard.run_entry(name, protocol, tmp_path / "first", data, tmp_path / "plots")
+    assert 0.0 <= first["mean_dice"] <= 1.0 and set(first["dice"]) == set(CLASSES)
+    assert first["params"] > 0 and first["gflops"] > 0 and first["network_s"] > 0 and first["peak_mb"] > 0
+    assert first["infer_s"] > first["network_s"] and first["train_s"] > 0
+    assert [epoch for epoch, _ in first["curve"]] == [1, 2]
+    for plot in ("monai_unet_residual_dice.png", "monai_unet_residual_overlay.png"):
+        assert (tmp_path / "plots" / plot).read_bytes()[:8] == PNG
+    second = leaderboard.run_entry(name, protocol, tmp_path / "second", data, tmp_path / "plots")
+    assert round(second["mean_dice"], 3) == round(first["mean_dice"], 3)
