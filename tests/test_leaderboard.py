@@ -43,6 +43,15 @@ def test_table_and_plots_from_a_fake_result_set(tmp_path: Path) -> None:
         assert (tmp_path / name).read_bytes()[:8] == PNG
 
 
+def test_a_stopped_run_goes_on_only_under_the_same_protocol(tmp_path: Path) -> None:
+    rows = [fake_row("unetr", 0.9, True)]
+    protocol = {"roi_size": [64, 64, 64], "seed": 0}
+    (tmp_path / "results.json").write_text(json.dumps({"protocol": protocol, "results": rows}))
+    assert [r["name"] for r in leaderboard.finished_entries(tmp_path / "results.json", protocol)] == ["unetr"]
+    assert leaderboard.finished_entries(tmp_path / "results.json", {**protocol, "seed": 1}) == []
+    assert leaderboard.finished_entries(tmp_path / "missing.json", protocol) == []
+
+
 @pytest.mark.parametrize("name", list(leaderboard.BASELINES))
 def test_baselines_build_through_the_bundle_configs(name: str) -> None:
     """Each baseline's ``network_def`` resolves against the configs it runs through, at the CPU
