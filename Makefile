@@ -8,7 +8,7 @@ CONFIGS := bundles/$(BUNDLE)/configs
 STAMP := $(VENV)/.installed
 TEST_WORKERS ?= 2
 
-.PHONY: install data demo test bench leaderboard segment package export clean
+.PHONY: install data demo test bench leaderboard segment package export label label-install test-label clean
 
 install: $(STAMP)
 
@@ -58,6 +58,35 @@ bench: install
 PROTOCOL ?= bench/leaderboard_cpu.json
 leaderboard: data
 	$(PY) bench/leaderboard.py --protocol $(PROTOCOL)
+
+# MONAI Label, in its own environment (.venv-label, about 6 GB: monailabel needs torchvision, so a
+# CUDA build of torch 2.14.1). `make label` serves every bundle to 3D Slicer / OHIF; the bundles
+# that have weights (make demo BUNDLE=...) are served for inference, all of them for training.
+LABEL_VENV ?= .venv-label
+LABEL_PY := $(LABEL_VENV)/bin/python
+LABEL_STAMP := $(LABEL_VENV)/.installed
+MONAILABEL_VERSION := 0.8.5
+STUDIES ?= data/label_studies
+LABEL_HOST ?= 127.0.0.1
+LABEL_PORT ?= 8000
+LABEL_CONF ?=
+
+label-install: $(LABEL_STAMP)
+
+$(LABEL_STAMP): requirements-label.txt pyproject.toml
+	$(PYTHON) -m venv $(LABEL_VENV)
+	$(LABEL_PY) -m pip install --quiet -r requirements-label.txt
+	SAM2_BUILD_CUDA=0 $(LABEL_PY) -m pip install --quiet --no-build-isolation monailabel==$(MONAILABEL_VERSION)
+	$(LABEL_PY) -m pip install --quiet --no-deps --no-build-isolation -e .
+	touch $@
+
+label: data label-install
+	$(LABEL_PY) label_app/studies.py --dataset_dir $(DATA_DIR) --studies_dir $(STUDIES)
+	@echo "MONAI Label server: http://$(LABEL_HOST):$(LABEL_PORT) (3D Slicer: MONAI Label module, Server field)"
+	$(LABEL_PY) -m monailabel.main start_server --app label_app --studies $(STUDIES) --host $(LABEL_HOST) --port $(LABEL_PORT) $(LABEL_CONF)
+
+test-label: install label-install
+	LABEL_PYTHON=$(abspath $(LABEL_PY)) $(PY) -m pytest -q tests/test_label.py
 
 clean:
 	rm -rf bundles/*/models bundles/*/runs bundles/*/eval dist results leaderboard_runs

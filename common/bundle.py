@@ -10,6 +10,7 @@ from typing import Any
 import torch
 from monai.bundle import ConfigWorkflow
 
+from common.checkpoints import load_model_weights
 from common.errors import InputError, first_line
 
 
@@ -66,10 +67,5 @@ def load_network(bundle: str | Path, weights: Path, overrides: dict | None = Non
     mode, with ``weights`` loaded strictly (``weights_only``); and its input shape
     ``(1, in_channels, *roi_size)``. :class:`InputError` names ``weights`` when they do not fit."""
     parser = bundle_workflow(bundle, "inference.json", "infer", {**(overrides or {}), "device": "cpu"}).parser
-    network = parser.get_parsed_content("network_def")
-    try:
-        state = torch.load(weights, map_location="cpu", weights_only=True)
-        network.load_state_dict(state.get("model", state), strict=True)
-    except Exception as err:
-        raise InputError(f"{weights}: the weights do not fit the bundle's inference.json ({first_line(err)})") from err
+    network = load_model_weights(parser.get_parsed_content("network_def"), weights)
     return network.eval(), [1, parser["in_channels"], *parser["roi_size"]]

@@ -23,6 +23,18 @@ def latest_checkpoint(ckpt_dir: str | Path) -> str:
     return str(found[max(found)])
 
 
+def load_model_weights(network: torch.nn.Module, path: str | Path) -> torch.nn.Module:
+    """Load the ``model`` entry of the checkpoint at ``path`` (or a bare state dict) into ``network``,
+    strictly and ``weights_only``; :class:`InputError` naming ``path`` when it cannot be read or
+    does not fit the network."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        network.load_state_dict(state.get("model", state), strict=True)
+    except Exception as err:
+        raise InputError(f"{path}: the weights do not fit the network ({first_line(err)})") from err
+    return network
+
+
 class StrictCheckpointLoader(CheckpointLoader):
     """:class:`monai.handlers.CheckpointLoader`, strict, whose failures raise :class:`InputError`.
 

@@ -1,0 +1,147 @@
+"""MONAI Label app that serves every bundle of the collection, in place, for inference and training.
+
+Start it with ``make label`` (or ``monailabel start_server --app label_app --studies <folder>``).
+Settings, each a ``--conf <key> <value>`` of ``start_server``:
+
+- ``bundles``: folder holding the bundles (default: this repository's ``bundles/``);
+- ``models``: ``all`` (default) or a comma-separated list of bundle names;
+- ``overrides``: a file name under each bundle's ``configs/`` merged over ``inference.json`` and
+  ``train.json`` (default ``demo.json``, the sizes ``make demo`` trains; ``none`` for the full-size
+  configs).
+
+Bundles load their weights strictly: weights that do not fit the configs are refused at start with
+an error naming the file, and that bundle is not served for inference.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+from monailabel.interfaces.app import MONAILabelApp
+from monailabel.interfaces.tasks.infer_v2 import InferTask
+from monailabel.interfaces.tasks.train import TrainTask
+from monailabel.tasks.infer.bundle import BundleInferTask
+from monailabel.tasks.train.bundle import BundleTrainTask
+
+from common.bundle import read_overrides
+from common.checkpoints import load_model_weights
+from common.errors import InputError
+
+logger = logging.getLogger(__name__)
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def bundle_overrides(folder: Path, overrides_name: str) -> dict[str, Any]:
+    """The config keys of ``folder/configs/<overrides_name>`` (``{}`` for ``none``); a missing or
+    malformed file is an :class:`InputError` naming it."""
+    if overrides_name.lower() == "none":
+        return {}
+    return read_overrides(folder / "configs" / overrides_name)
+
+
+class StrictBundleInferTask(BundleInferTask):
+    """:class:`BundleInferTask` of one bundle with config ``overrides`` and strict weight loading;
+    weights that do not fit the configs leave the task invalid, with an error naming the file.
+
+    Args:
+        path: the bundle folder.
+        conf: the app's settings.
+        overrides: config keys merged over ``inference.json``.
+    """
+
+    def __init__(self, path: str, conf: dict[str, str], overrides: dict[str, Any]) -> None:
+        self.overrides = overrides
+        super().__init__(path, conf, load_strict=True)
+        if self.valid and self.network is not None:
+            try:
+                load_model_weights(self.network, self.path[0])
+            except InputError as err:
+                logger.error(f"{Path(path).name}: not served for inference: {err}")
+                self.valid = False
+
+    def _load_bundle_config(self, path: str, config: str):
+        parser = super()._load_bundle_config(path, config)
+        parser.update(self.overrides)
+        return parser
+
+    def run_pre_transforms(self, data: dict[str, Any], transforms: list) -> dict[str, Any]:
+        """The bundle's pre-processing, with MONAI Label's ``image_path`` string set aside while it
+        runs: MONAI's ``Spacingd`` (1.6) copies the image's meta data into every ``image_*`` entry."""
+        image_path = data.pop("image_path", None)
+        data = super().run_pre_transforms(data, transforms)
+        if image_path is not None:
+            data["image_path"] = image_path
+        return data
+
+
+class StrictBundleTrainTask(BundleTrainTask):
+    """:class:`BundleTrainTask` of one bundle with config ``overrides`` and strict loading of the
+    weights it starts from.
+
+    Args:
+        path: the bundle folder.
+        conf: the app's settings.
+        overrides: config keys merged over ``train.json`` (the request's epochs, data and device win).
+    """
+
+    def __init__(self, path: str, conf: dict[str, str], overrides: dict[str, Any]) -> None:
+        self.overrides = overrides
+        super().__init__(path, conf, load_strict=True)
+
+    def _load_checkpoint(self, model_pytorch: str, pretrained: bool, train_handlers: list) -> None:
+        if pretrained and os.path.exists(model_pytorch):
+            train_handlers.insert(0, {
+                "_target_": "common.checkpoints.StrictCheckpointLoader", "load_path": model_pytorch,
+                "load_dict": {"model": "@network"}, "map_location": "@device",
+            })
+
+    def _update_overrides(self, overrides: dict[str, Any]) -> dict[str, Any]:
+        for key, value in self.overrides.items():
+            overrides.setdefault(key, value)
+        return overrides
+
+
+class CollectionApp(MONAILabelApp):
+    """Every bundle under the ``bundles`` setting, served for inference (those with weights that fit
+    their configs) and training (all)."""
+
+    def __init__(self, app_dir: str, studies: str, conf: dict[str, str]) -> None:
+        self.bundles_dir = Path(conf.get("bundles", REPO_ROOT / "bundles")).resolve()
+        self.overrides_name = conf.get("overrides", "demo.json")
+        self.bundles = self._select_bundles(conf.get("models", "all"))
+        super().__init__(
+            app_dir=app_dir, studies=studies, conf=conf, name="Attention segmentation bundles",
+            description=f"Bundles of {self.bundles_dir}, configs with {self.overrides_name}", version="1.0",
+        )
+
+    def _select_bundles(self, models: str) -> dict[str, Path]:
+        available = {p.name: p for p in sorted(self.bundles_dir.iterdir()) if (p / "configs" / "metadata.json").is_file()}
+        if models == "all":
+            return available
+        names = [name.strip() for name in models.split(",") if name.strip()]
+        unknown = [name for name in names if name not in available]
+        if unknown:
+            raise InputError(f"{self.bundles_dir}: no bundle named {', '.join(unknown)} (there are {', '.join(available)})")
+        return {name: available[name] for name in names}
+
+    def init_infers(self) -> dict[str, InferTask]:
+        infers: dict[str, InferTask] = {}
+        for name, folder in self.bundles.items():
+            weights = folder / "models" / "model.pt"
+            if not weights.is_file():
+                logger.warning(f"{name}: not served for inference, {weights} does not exist (train it first: make demo BUNDLE={name})")
+                continue
+            task = StrictBundleInferTask(str(folder), self.conf, bundle_overrides(folder, self.overrides_name))
+            if task.is_valid():
+                infers[name] = task
+        return infers
+
+    def init_trainers(self) -> dict[str, TrainTask]:
+        return {
+            name: StrictBundleTrainTask(str(folder), self.conf, bundle_overrides(folder, self.overrides_name))
+            for name, folder in self.bundles.items()
+        }

@@ -1,0 +1,198 @@
+"""A real MONAI Label server on loopback serving every bundle: info, inference, one training round.
+
+Needs the MONAI Label environment (``make test-label`` builds ``.venv-label`` and sets
+``LABEL_PYTHON``); the server runs there, this test in the main environment.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+
+from common.bundle import bundle_workflow, load_network
+from conftest import BUNDLE_NAMES, BUNDLES, REPO_ROOT, TINY_OVERRIDES, make_dataset, write_volume
+
+LABEL_PYTHON = os.environ.get("LABEL_PYTHON")
+pytestmark = pytest.mark.skipif(not LABEL_PYTHON, reason="needs the MONAI Label environment: make test-label")
+
+START_TIMEOUT = 300
+TRAIN_TIMEOUT = 600
+TRAINED_BUNDLE = "attention_unet"
+UNFIT = "unfit_weights"
+CLASSES = {"csf": 1, "grey matter": 2, "white matter": 3}
+# An unlabelled study on a grid unlike the training data's: flipped, permuted, anisotropic, shifted.
+OBLIQUE_AFFINE = np.array([[-1.5, 0, 0, 40.0], [0, 0, 2.5, -10.0], [0, 1.2, 0, 5.0], [0, 0, 0, 1]])
+
+
+def tiny_bundle(source: str, folder: Path, weights_overrides: dict | None = None) -> None:
+    """Configs and scripts of bundle ``source`` copied to ``folder``, with ``configs/tiny.json``
+    (tiny network and run) and freshly initialised ``models/model.pt`` of that size, or of the
+    size ``weights_overrides`` set on top of it."""
+    shutil.copytree(BUNDLES / source, folder, ignore=shutil.ignore_patterns("models", "runs", "eval", "__pycache__"))
+    (folder / "configs" / "tiny.json").write_text(json.dumps(TINY_OVERRIDES[source]))
+    overrides = {**TINY_OVERRIDES[source], **(weights_overrides or {}), "device": "cpu"}
+    network = bundle_workflow(folder, "inference.json", "infer", overrides).parser.get_parsed_content("network_def")
+    (folder / "models").mkdir()
+    torch.save({"model": network.state_dict()}, folder / "models" / "model.pt")
+
+
+def tiny_bundles(root: Path) -> Path:
+    """Every bundle, tiny, under ``root``; and ``UNFIT``, whose weights are twice as wide as its configs."""
+    for name in BUNDLE_NAMES:
+        tiny_bundle(name, root / name)
+    tiny_bundle("attention_unet", root / UNFIT, {"feature_size": 2 * TINY_OVERRIDES["attention_unet"]["feature_size"]})
+    return root
+
+
+def datastore(root: Path, dataset: Path) -> Path:
+    """The data set as studies with final labels (through ``label_app/studies.py``), plus one
+    unlabelled study ``oblique``."""
+    studies = write_studies(dataset, root / "studies")
+    image = nib.load(dataset / "imagesTr" / "case0.nii.gz").get_fdata(dtype=np.float32)
+    write_volume(studies / "oblique.nii.gz", image[:, :30, 4:], OBLIQUE_AFFINE)
+    return studies
+
+
+def write_studies(dataset: Path, studies: Path) -> Path:
+    """``label_app/studies.py`` run in the MONAI Label environment, as ``make label`` runs it."""
+    command = [LABEL_PYTHON, str(REPO_ROOT / "label_app" / "studies.py"), "--dataset_dir", str(dataset), "--studies_dir", str(studies)]
+    subprocess.run(command, check=True, cwd=REPO_ROOT, timeout=120, capture_output=True)
+    return studies
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def request(url: str, method: str = "GET", body: dict | None = None, timeout: float = 120) -> bytes:
+    data = None if body is None else json.dumps(body).encode()
+    headers = {} if body is None else {"Content-Type": "application/json"}
+    with urllib.request.urlopen(urllib.request.Request(url, data=data, method=method, headers=headers), timeout=timeout) as response:
+        return response.read()
+
+
+class Server:
+    """``monailabel start_server`` with the app of this repository, stopped (its whole process
+    group) by :meth:`stop` whatever state it is in."""
+
+    def __init__(self, studies: Path, bundles: Path, log: Path) -> None:
+        self.url = f"http://127.0.0.1:{free_port()}"
+        self.log = log
+        command = [
+            LABEL_PYTHON, "-m", "monailabel.main", "start_server", "--app", str(REPO_ROOT / "label_app"),
+            "--studies", str(studies), "--host", "127.0.0.1", "--port", self.url.rsplit(":", 1)[1],
+            "--conf", "bundles", str(bundles), "--conf", "overrides", "tiny.json",
+        ]
+        with open(log, "w") as out:
+            self.process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, cwd=REPO_ROOT, start_new_session=True)
+
+    def log_tail(self, lines: int = 40) -> str:
+        return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+
+    def call(self, path: str, method: str = "GET", body: dict | None = None, timeout: float = 120) -> bytes:
+        """``path`` of the server's API; an HTTP error fails the test with the server's log."""
+        try:
+            return request(f"{self.url}{path}", method, body, timeout)
+        except urllib.error.HTTPError as err:
+            pytest.fail(f"{method} {path}: HTTP {err.code} {err.read()[:500]!r}\n{self.log_tail()}")
+
+    def wait_for_info(self, timeout: float) -> dict:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                pytest.fail(f"the server exited with {self.process.returncode}:\n{self.log_tail()}")
+            try:
+                return json.loads(request(f"{self.url}/info/", timeout=10))
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                time.sleep(2)
+        pytest.fail(f"no answer from {self.url}/info/ within {timeout} s:\n{self.log_tail()}")
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, dict, Path, Path]]:
+    root = tmp_path_factory.mktemp("label")
+    bundles = tiny_bundles(root / "bundles")
+    studies = datastore(root, make_dataset(root / "data"))
+    server = Server(studies, bundles, root / "server.log")
+    try:
+        yield server, server.wait_for_info(START_TIMEOUT), studies, bundles
+    finally:
+        server.stop()
+
+
+def test_info_lists_every_bundle_with_its_labels(served) -> None:
+    _, info, _, _ = served
+    assert sorted(info["models"]) == BUNDLE_NAMES
+    assert sorted(info["trainers"]) == sorted([*BUNDLE_NAMES, UNFIT])
+    for name in BUNDLE_NAMES:
+        assert info["models"][name]["labels"] == CLASSES, name
+
+
+def test_weights_that_do_not_fit_are_refused_by_name(served) -> None:
+    server, info, _, bundles = served
+    assert UNFIT not in info["models"]
+    assert f"{UNFIT}: not served for inference: {bundles / UNFIT / 'models' / 'model.pt'}: the weights do not fit" in server.log.read_text()
+
+
+@pytest.mark.parametrize("bundle", BUNDLE_NAMES)
+def test_infer_returns_a_label_volume_on_the_study_grid(served, bundle: str, tmp_path: Path) -> None:
+    server, _, studies, _ = served
+    label_file = tmp_path / "label.nii.gz"
+    label_file.write_bytes(server.call(f"/infer/{bundle}?image=oblique&output=image", method="POST", timeout=300))
+    label, study = nib.load(label_file), nib.load(studies / "oblique.nii.gz")
+    assert label.shape == study.shape
+    np.testing.assert_allclose(label.affine, study.affine, atol=1e-4)
+    assert set(np.unique(np.asarray(label.dataobj))) <= {0, *CLASSES.values()}
+
+
+def test_one_training_round_rewrites_the_weights_and_they_load(served) -> None:
+    server, _, _, bundles = served
+    weights = bundles / TRAINED_BUNDLE / "models" / "model.pt"
+    before = hashlib.sha256(weights.read_bytes()).hexdigest()
+    params = {"max_epochs": 1, "val_split": 0.5, "device": "cpu", "pretrained": True}
+    server.call(f"/train/{TRAINED_BUNDLE}", method="POST", body=params)
+    deadline = time.monotonic() + TRAIN_TIMEOUT
+    status: dict = {}
+    while time.monotonic() < deadline:
+        status = json.loads(server.call("/train/"))
+        if status.get("status") in ("DONE", "ERROR"):
+            break
+        time.sleep(3)
+    assert status.get("status") == "DONE", f"{status}\n{server.log_tail()}"
+    assert hashlib.sha256(weights.read_bytes()).hexdigest() != before
+    load_network(bundles / TRAINED_BUNDLE, weights, TINY_OVERRIDES[TRAINED_BUNDLE])
+
+
+def test_studies_writer_keeps_labels_already_there(tmp_path: Path) -> None:
+    studies = write_studies(make_dataset(tmp_path / "data"), tmp_path / "studies")
+    assert sorted(p.name for p in studies.glob("*.nii.gz")) == ["case0.nii.gz", "case1.nii.gz"]
+    annotated = studies / "labels" / "final" / "case0.nii.gz"
+    annotated.write_bytes(b"an annotator's label")
+    write_studies(tmp_path / "data", studies)
+    assert annotated.read_bytes() == b"an annotator's label"
