@@ -292,7 +292,9 @@ def main() -> None:
     parser.add_argument("--only", default=",".join(ENTRIES), help="comma-separated entry names")
     parser.add_argument("--dataset_dir", default=str(REPO / "data" / "mni152"))
     parser.add_argument("--work_dir", default=str(REPO / "leaderboard_runs"))
+    parser.add_argument("--docs_dir", default=str(DOCS), help="where leaderboard.md, leaderboard.png and leaderboard/ go")
     args = parser.parse_args()
+    docs = Path(args.docs_dir)
     protocol = json.loads(Path(args.protocol).read_text())
     results_path = Path(args.work_dir) / "results.json"
     results = finished_entries(results_path, protocol)
@@ -302,12 +304,12 @@ def main() -> None:
             print(f"{name}: measured already under this protocol ({results_path})", flush=True)
             continue
         print(f"{name}: training, evaluating, timing ...", flush=True)
-        results.append(run_entry(name, protocol, Path(args.work_dir), Path(args.dataset_dir)))
+        results.append(run_entry(name, protocol, Path(args.work_dir), Path(args.dataset_dir), docs / "leaderboard"))
         print(f"{name}: mean Dice {results[-1]['mean_dice']:.3f}, training {results[-1]['train_s']:.0f} s", flush=True)
         results_path.write_text(json.dumps({"protocol": protocol, "results": results}, indent=2))
-    write_table(results, DOCS / "leaderboard.md", protocol, machine_line())
-    plot_tradeoff(results, DOCS / "leaderboard.png")
-    print((DOCS / "leaderboard.md").read_text())
+    write_table(results, docs / "leaderboard.md", protocol, machine_line())
+    plot_tradeoff(results, docs / "leaderboard.png")
+    print((docs / "leaderboard.md").read_text())
 
 
 if __name__ == "__main__":
