@@ -53,7 +53,7 @@ test: install
 bench: install
 	$(PY) bench/attention.py
 
-# Every bundle and four MONAI baselines under one protocol (about an hour on 2 CPU cores):
+# Every bundle and four MONAI baselines under one protocol (about 2 hours on 2 CPU cores):
 # docs/leaderboard.md, docs/leaderboard.png, docs/leaderboard/. On a GPU: PROTOCOL=bench/leaderboard_gpu.json
 PROTOCOL ?= bench/leaderboard_cpu.json
 leaderboard: data

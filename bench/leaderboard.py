@@ -278,7 +278,7 @@ def machine_line() -> str:
 
 
 def finished_entries(results_path: Path, protocol: dict) -> list[dict]:
-    """Rows already measured under ``protocol`` in ``results_path`` (a run of about 2.5 hours on a
+    """Rows already measured under ``protocol`` in ``results_path`` (a run of about 2 hours on a
     CPU goes on where it stopped); none when the file is missing or was made under another protocol."""
     if not results_path.is_file():
         return []
