@@ -92,6 +92,18 @@ class StrictBundleTrainTask(BundleTrainTask):
         self.overrides = overrides
         super().__init__(path, conf, load_strict=True)
 
+    def _partition_datalist(self, datalist: list, request: dict, shuffle: bool = False) -> tuple[list, list | None]:
+        """MONAI Label's split, except that validation is never empty: the bundle writes
+        ``models/model.pt`` when validation improves, and the default 20% of two studies is none."""
+        train, validation = super()._partition_datalist(datalist, request, shuffle)
+        if validation == []:
+            if len(train) < 2:
+                raise InputError(f"{self.bundle_path}: training needs at least 2 studies with final labels "
+                                 f"(one for validation), the datastore has {len(train)}")
+            train, validation = train[:-1], train[-1:]
+            logger.info(f"No study left for validation at this split: validating on {validation[0]['image']}")
+        return train, validation
+
     def _load_checkpoint(self, model_pytorch: str, pretrained: bool, train_handlers: list) -> None:
         if pretrained and os.path.exists(model_pytorch):
             train_handlers.insert(0, {

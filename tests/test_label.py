@@ -175,7 +175,7 @@ def test_one_training_round_rewrites_the_weights_and_they_load(served) -> None:
     server, _, _, bundles = served
     weights = bundles / TRAINED_BUNDLE / "models" / "model.pt"
     before = hashlib.sha256(weights.read_bytes()).hexdigest()
-    params = {"max_epochs": 1, "val_split": 0.5, "device": "cpu", "pretrained": True}
+    params = {"max_epochs": 1, "device": "cpu"}  # otherwise 3D Slicer's defaults: 20% of the 2 labelled studies validate
     server.call(f"/train/{TRAINED_BUNDLE}", method="POST", body=params)
     deadline = time.monotonic() + TRAIN_TIMEOUT
     status: dict = {}
