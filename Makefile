@@ -59,8 +59,8 @@ PROTOCOL ?= bench/leaderboard_cpu.json
 leaderboard: data
 	$(PY) bench/leaderboard.py --protocol $(PROTOCOL)
 
-# MONAI Label, in its own environment (.venv-label, about 6 GB: monailabel needs torchvision, so a
-# CUDA build of torch 2.14.1). `make label` serves every bundle to 3D Slicer / OHIF; the bundles
+# MONAI Label, in its own environment (.venv-label, about 8 GB: monailabel needs torchvision, so a
+# CUDA build of torch 2.14.1). `make label` serves every bundle to 3D Slicer; the bundles
 # that have weights (make demo BUNDLE=...) are served for inference, all of them for training.
 LABEL_VENV ?= .venv-label
 LABEL_PY := $(LABEL_VENV)/bin/python
