@@ -36,6 +36,19 @@ def network_overrides(bundle: str) -> dict:
     return {key: value for key, value in TINY_OVERRIDES[bundle].items() if key in infer}
 
 
+def build_network(bundle: str, **sizes):
+    """The bundle's ``network_def`` through ``monai.bundle``'s parser, with its tiny sizes and
+    ``sizes`` on top, in eval mode."""
+    from monai.bundle import ConfigParser
+
+    from common.bundle import use_bundle_scripts
+
+    use_bundle_scripts(BUNDLES / bundle)
+    parser = ConfigParser(json.loads((BUNDLES / bundle / "configs" / "inference.json").read_text()))
+    parser.update({**network_overrides(bundle), **sizes})
+    return parser.get_parsed_content("network_def").eval()
+
+
 def train_overrides(bundle: str, dataset: Path, out: Path, **extra) -> dict:
     """Tiny training of ``bundle`` on ``dataset``, writing under ``out``."""
     return {**TINY_OVERRIDES[bundle], "dataset_dir": str(dataset), "ckpt_dir": str(out / "models"),

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import BUNDLE_NAMES, BUNDLES, REPO_ROOT, make_dataset, network_overrides, run_bundle, train_overrides, write_volume
+from conftest import BUNDLE_NAMES, BUNDLES, REPO_ROOT, build_network, make_dataset, network_overrides, run_bundle, train_overrides, write_volume
 
 SCHEMA = REPO_ROOT / "tests" / "data" / "meta_schema_20240725.json"
 SCHEMA_SHA256 = "981adcfadb0821ce0dffc1db1d07ae40a1f99b339a5910295475dd55f3ea6de8"
@@ -30,18 +30,6 @@ def loaded_scripts_modules() -> list[str]:
     """Names of the imported ``scripts`` package and its modules: every bundle has its own, so a
     test that switches bundles in one process must forget the previous one."""
     return [name for name in sys.modules if name == "scripts" or name.startswith("scripts.")]
-
-
-def build_network(bundle: str, **sizes) -> torch.nn.Module:
-    """The bundle's ``network_def`` through ``monai.bundle``'s parser, with tiny sizes."""
-    from monai.bundle import ConfigParser
-
-    from common.bundle import use_bundle_scripts
-
-    use_bundle_scripts(BUNDLES / bundle)
-    parser = ConfigParser(load_config(bundle, "inference.json"))
-    parser.update({**network_overrides(bundle), **sizes})
-    return parser.get_parsed_content("network_def").eval()
 
 
 @pytest.fixture(scope="module", params=BUNDLE_NAMES)

@@ -24,8 +24,8 @@ import numpy as np
 import pytest
 import torch
 
-from common.bundle import bundle_workflow, load_network
-from conftest import BUNDLE_NAMES, BUNDLES, REPO_ROOT, TINY_OVERRIDES, make_dataset, write_volume
+from common.bundle import load_network
+from conftest import BUNDLE_NAMES, BUNDLES, REPO_ROOT, TINY_OVERRIDES, build_network, make_dataset, write_volume
 
 LABEL_PYTHON = os.environ.get("LABEL_PYTHON")
 pytestmark = pytest.mark.skipif(not LABEL_PYTHON, reason="needs the MONAI Label environment: make test-label")
@@ -45,10 +45,8 @@ def tiny_bundle(source: str, folder: Path, weights_overrides: dict | None = None
     size ``weights_overrides`` set on top of it."""
     shutil.copytree(BUNDLES / source, folder, ignore=shutil.ignore_patterns("models", "runs", "eval", "__pycache__"))
     (folder / "configs" / "tiny.json").write_text(json.dumps(TINY_OVERRIDES[source]))
-    overrides = {**TINY_OVERRIDES[source], **(weights_overrides or {}), "device": "cpu"}
-    network = bundle_workflow(folder, "inference.json", "infer", overrides).parser.get_parsed_content("network_def")
     (folder / "models").mkdir()
-    torch.save({"model": network.state_dict()}, folder / "models" / "model.pt")
+    torch.save({"model": build_network(source, **(weights_overrides or {})).state_dict()}, folder / "models" / "model.pt")
 
 
 def tiny_bundles(root: Path) -> Path:
