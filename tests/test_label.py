@@ -194,3 +194,14 @@ def test_studies_writer_keeps_labels_already_there(tmp_path: Path) -> None:
     annotated.write_bytes(b"an annotator's label")
     write_studies(tmp_path / "data", studies)
     assert annotated.read_bytes() == b"an annotator's label"
+
+
+def test_training_with_fewer_than_two_labelled_studies_is_refused_by_name() -> None:
+    code = (
+        "import sys; sys.path.insert(0, 'label_app'); from main import StrictBundleTrainTask; "
+        f"task = StrictBundleTrainTask({str(BUNDLES / TRAINED_BUNDLE)!r}, {{}}, {{}}); "
+        "task._partition_datalist([{'image': 'a.nii.gz', 'label': 'a.nii.gz'}], {})"
+    )
+    result = subprocess.run([LABEL_PYTHON, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode != 0
+    assert f"InputError: {BUNDLES / TRAINED_BUNDLE}: training needs at least 2 studies with final labels" in result.stderr
