@@ -1,28 +1,32 @@
 """Command line of the collection: ``python -m common <command> --help``.
 
-Commands: ``segment`` (one scan with one bundle), ``package`` and ``verify`` (self-contained bundle
-zips), ``export`` (TorchScript and ONNX), ``prepare_data`` (the embedded demo data set).
+Commands: ``segment`` (one scan with one bundle), ``plan`` (fit the bundles to a data set),
+``package`` and ``verify`` (self-contained bundle zips), ``export`` (TorchScript and ONNX),
+``prepare_data`` (the embedded demo data sets).
 """
+
+from pathlib import Path
 
 import fire
 
-from common.demo_data import build_mni152_dataset
+from common.demo_data import build_mni152_dataset, build_vertebrae_dataset
 from common.errors import report_input_errors_briefly
 from common.export import export
 from common.package import package, verify
+from common.plan import plan
 from common.segment import segment
 
 
-def prepare_data(output_dir: str = "data/mni152", spacing: float = 2.0) -> str:
-    """Write the embedded MNI152 demo data set (no download); a no-op when it exists.
+def prepare_data(data_dir: str = "data") -> list[str]:
+    """Write the embedded demo data sets (no download) under ``data_dir``: ``mni152`` (brain tissue,
+    MRI) and ``vertebrae_ct`` (vertebra parts, CT); each a no-op when it exists.
 
     Args:
-        output_dir: folder to write ``dataset.json``, ``imagesTr/`` and ``labelsTr/`` to.
-        spacing: voxel size in mm of the written volumes.
+        data_dir: folder of the data sets.
     """
-    return str(build_mni152_dataset(output_dir, spacing))
+    return [str(build_mni152_dataset(Path(data_dir) / "mni152")), str(build_vertebrae_dataset(Path(data_dir) / "vertebrae_ct"))]
 
 
 if __name__ == "__main__":
     report_input_errors_briefly()
-    fire.Fire({"segment": segment, "package": package, "verify": verify, "export": export, "prepare_data": prepare_data})
+    fire.Fire({"segment": segment, "plan": plan, "package": package, "verify": verify, "export": export, "prepare_data": prepare_data})

@@ -50,7 +50,7 @@ class ValidateVolumed(MapTransform):
     Args:
         image_key: key of the image, shape ``(C, D, H, W)``.
         label_key: key of the label, shape ``(1, D, H, W)``; ``None`` for images only.
-        in_channels: channels the network expects.
+        in_channels: channels the network expects (``None``: any).
         num_classes: classes the network predicts, background included.
         affine_tolerance: absolute tolerance (mm) between image and label affines.
     """
@@ -59,7 +59,7 @@ class ValidateVolumed(MapTransform):
         self,
         image_key: str = "image",
         label_key: str | None = "label",
-        in_channels: int = 1,
+        in_channels: int | None = 1,
         num_classes: int = 2,
         affine_tolerance: float = 1e-3,
     ) -> None:
@@ -81,7 +81,7 @@ class ValidateVolumed(MapTransform):
         name = source_name(image)
         if image.ndim != 4:
             raise InputError(f"{name}: expected a 3D volume, got {image.ndim - 1} spatial dimensions {tuple(image.shape[1:])}")
-        if image.shape[0] != self.in_channels:
+        if self.in_channels is not None and image.shape[0] != self.in_channels:
             raise InputError(f"{name}: the network takes {self.in_channels} channel(s), the image has {image.shape[0]}")
         bad = int((~torch.isfinite(torch.as_tensor(image))).sum())
         if bad:

@@ -7,7 +7,8 @@ bundle folder still runs on its own with ``common`` importable.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 from ignite.handlers import Checkpoint, DiskSaver
@@ -28,13 +29,46 @@ from monai.transforms import (
     RandScaleIntensityd,
     RandShiftIntensityd,
     SaveImaged,
+    ScaleIntensityRanged,
     ScaleIntensityRangePercentilesd,
     Spacingd,
     SpatialPadd,
 )
 
+from common.errors import InputError
 from common.io import AtomicNibabelWriter
 from common.transforms import LoadVolumed, ValidateVolumed
+
+NORMALIZATIONS = {
+    "percentile": "per image and channel, the 'lower' and 'upper' percentiles mapped to 0 and 1, clipped (MRI)",
+    "ct": "clipped to 'clip' [low, high], then z-scored with the data set's 'mean' and 'std' (CT)",
+}
+
+
+def intensity_normalization(normalization: Mapping[str, Any]) -> MapTransform:
+    """The image's intensity normalisation, from the config's ``normalization``:
+
+    - ``{"mode": "percentile", "lower": 0.5, "upper": 99.5}``: per image and channel, those
+      percentiles mapped to 0 and 1, clipped (the default, for MRI);
+    - ``{"mode": "ct", "clip": [low, high], "mean": m, "std": s}``: clipped to ``[low, high]``, then
+      ``(x - m) / s`` with the data set's foreground statistics (nnU-Net's CT rule;
+      ``python -m common plan`` measures them).
+    """
+    mode = normalization.get("mode")
+    try:
+        if mode == "percentile":
+            return ScaleIntensityRangePercentilesd(
+                "image", float(normalization["lower"]), float(normalization["upper"]), b_min=0.0, b_max=1.0, clip=True, channel_wise=True
+            )
+        if mode == "ct":
+            low, high = (float(v) for v in normalization["clip"])
+            mean, std = float(normalization["mean"]), float(normalization["std"])
+            if not (low < high and std > 0):
+                raise ValueError(f"needs clip low < high and std > 0, got clip {[low, high]} and std {std}")
+            return ScaleIntensityRanged("image", low, high, (low - mean) / std, (high - mean) / std, clip=True)
+    except (KeyError, TypeError, ValueError) as err:
+        raise InputError(f"normalization {dict(normalization)}: {err}; modes: {NORMALIZATIONS}") from err
+    raise InputError(f"normalization {dict(normalization)}: unknown mode {mode!r}; modes: {NORMALIZATIONS}")
 
 
 def load_volumes(
@@ -42,31 +76,34 @@ def load_volumes(
     in_channels: int,
     num_classes: int,
     spacing: Sequence[float],
-    lower_percentile: float = 0.5,
-    upper_percentile: float = 99.5,
+    normalization: Mapping[str, Any],
     reader: str | ImageReader | None = None,
+    resample_label: bool = True,
 ) -> list[MapTransform]:
-    """Read, check, reorient (RAS), resample to ``spacing`` and scale intensities to [0, 1].
+    """Read, check, reorient (RAS), resample to ``spacing`` and normalise intensities.
 
     Args:
-        keys: ``"image"`` for inference, ``["image", "label"]`` for training and evaluation.
+        keys: ``"image"`` for inference, ``["image", "label"]`` for training and evaluation; an
+            image of several files (one per channel) is read as one multi-channel image.
         in_channels: channels the network takes; other images are refused by name.
         num_classes: classes, background included; labels outside ``0 .. num_classes - 1`` are refused.
         spacing: voxel size in mm after resampling.
-        lower_percentile: image intensity mapped to 0 (clipped below).
-        upper_percentile: image intensity mapped to 1 (clipped above).
+        normalization: see :func:`intensity_normalization`.
         reader: image reader of ``LoadImaged`` (``None``: chosen by file suffix; a folder is read
             as a DICOM series by ITK), e.g. ``ITKReader(series_name=uid)`` for one of several series.
+        resample_label: ``False`` keeps the label on its own grid (scores on the data's own grid:
+            the prediction is inverted to it, see :func:`one_hot_outputs`).
     """
     keys = [keys] if isinstance(keys, str) else list(keys)
     has_label = "label" in keys
+    spatial = keys if resample_label else ["image"]
     return [
         LoadVolumed(keys, reader=reader, image_only=True),
         EnsureChannelFirstd(keys),
         ValidateVolumed(label_key="label" if has_label else None, in_channels=in_channels, num_classes=num_classes),
-        Orientationd(keys, axcodes="RAS", labels=None),
-        Spacingd(keys, pixdim=spacing, mode=["bilinear", "nearest"][: len(keys)]),
-        ScaleIntensityRangePercentilesd("image", lower_percentile, upper_percentile, b_min=0.0, b_max=1.0, clip=True),
+        Orientationd(spatial, axcodes="RAS", labels=None),
+        Spacingd(spatial, pixdim=spacing, mode=["bilinear", "nearest"][: len(spatial)]),
+        intensity_normalization(normalization),
         EnsureTyped(keys),
     ]
 
@@ -88,10 +125,16 @@ def training_crops(roi_size: Sequence[int], num_samples: int) -> list[MapTransfo
     ]
 
 
-def one_hot_outputs(num_classes: int) -> Compose:
-    """Logits ``pred`` to one-hot of its arg-max, ``label`` to one-hot, for Dice and HD95."""
+def one_hot_outputs(num_classes: int, preprocessing: Compose | None = None) -> Compose:
+    """Logits ``pred`` to one-hot of its arg-max, ``label`` to one-hot, for Dice and HD95. With the
+    ``preprocessing`` that made the network's input, the probabilities are first inverted to the
+    image's own grid, where the label stayed (``load_volumes(resample_label=False)``)."""
+    invert = [] if preprocessing is None else [
+        Invertd("pred", transform=preprocessing, orig_keys="image", nearest_interp=False, to_tensor=True)
+    ]
     return Compose([
         Activationsd("pred", softmax=True),
+        *invert,
         AsDiscreted(["pred", "label"], argmax=[True, False], to_onehot=num_classes),
     ])
 
