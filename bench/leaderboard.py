@@ -154,16 +154,13 @@ def run_entry(name: str, protocol: dict, work_root: Path, dataset_dir: Path, plo
     metrics = json.loads((work / "eval" / "metrics.json").read_text())
     import nibabel
 
-    from common.bundle import read_metadata
-    from common.segment import class_names
-
     demo = json.loads((configs / "demo.json").read_text())
     facts = isolated_network_facts(entry["bundle"], str(work / "models" / "model.pt"), {**demo, **overrides},
                                    list(nibabel.load(image).shape))
     prediction = next((work / "seg").glob("*_seg.nii.gz"))
     curve = validation_curve(work / "runs")
     plot_curve(name, curve, plots_dir / f"{slug(name)}_dice.png")
-    names = class_names(read_metadata(BUNDLES / entry["bundle"]))
+    names = ["background", *metrics["dice"]]
     plot_prediction(name, image, label, prediction, names, plots_dir / f"{slug(name)}_overlay.png")
     return {"name": name, "attention": entry["network_def"] is None, "mean_dice": metrics["mean_dice"],
             "dice": metrics["dice"], "hd95_mm": metrics["hd95_mm"], "train_s": train_s, "infer_s": infer_s,

@@ -63,9 +63,11 @@ def read_overrides(path: str | Path | None) -> dict[str, Any]:
 
 
 def load_network(bundle: str | Path, weights: Path, overrides: dict | None = None) -> tuple[torch.nn.Module, list[int]]:
-    """The network ``inference.json`` of ``bundle`` builds (with ``overrides``), on the CPU in eval
-    mode, with ``weights`` loaded strictly (``weights_only``); and its input shape
-    ``(1, in_channels, *roi_size)``. :class:`InputError` names ``weights`` when they do not fit."""
-    parser = bundle_workflow(bundle, "inference.json", "infer", {**(overrides or {}), "device": "cpu"}).parser
+    """The network ``inference.json`` of ``bundle`` builds for ``weights`` (the sizes they were
+    trained with, and ``overrides``), on the CPU in eval mode, with ``weights`` loaded strictly
+    (``weights_only``); and its input shape ``(1, in_channels, *roi_size)``. :class:`InputError`
+    names ``weights`` when they do not fit."""
+    settings = {**(overrides or {}), "device": "cpu", "ckpt_path": str(Path(weights).resolve())}
+    parser = bundle_workflow(bundle, "inference.json", "infer", settings).parser
     network = load_model_weights(parser.get_parsed_content("network_def"), weights)
-    return network.eval(), [1, parser["in_channels"], *parser["roi_size"]]
+    return network.eval(), [1, parser.get_parsed_content("in_channels"), *parser.get_parsed_content("roi_size")]

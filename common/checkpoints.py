@@ -1,9 +1,12 @@
-"""Checkpoints: strict, ``weights_only`` loading with one-line errors, and finding the one to resume."""
+"""Checkpoints: strict, ``weights_only`` loading with one-line errors, the settings a ``model.pt``
+was trained with (recorded beside its weights, read back by inference), and finding the one to resume."""
 
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import torch
 from ignite.engine import Engine
@@ -13,6 +16,46 @@ from monai.handlers import CheckpointLoader
 from common.errors import InputError, first_line
 
 _EPOCH_CHECKPOINT = re.compile(r"checkpoint_epoch=(\d+)\.pt$")
+# Recorded settings that only size the sliding window: inference may use another without contradicting the weights.
+FREE_SETTINGS = ("roi_size",)
+
+
+def read_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict:
+    """The dict saved at ``path``, loaded ``weights_only``; :class:`InputError` naming ``path`` otherwise."""
+    try:
+        checkpoint = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as err:
+        raise InputError(f"{path}: not a loadable weights-only checkpoint ({first_line(err)})") from err
+    if not isinstance(checkpoint, dict):
+        raise InputError(f"{path}: holds a {type(checkpoint).__name__}, not a dict of state dicts")
+    return checkpoint
+
+
+def trained_settings(path: str | Path) -> dict[str, Any]:
+    """The config keys ``model.pt`` at ``path`` was trained with (``metadata["settings"]``: classes,
+    channels, spacing, normalisation, ROI and the network's sizes); ``{}`` when there is no file yet
+    or it records none. Inference configs take their defaults from it."""
+    if not Path(path).is_file():
+        return {}
+    metadata = read_checkpoint(path).get("metadata", {})
+    return dict(metadata.get("settings", {})) if isinstance(metadata, dict) else {}
+
+
+def _plain(value: Any) -> Any:
+    """``value`` with tuples as lists and mappings as dicts, at every depth, to compare settings."""
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, Mapping):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
+
+
+def contradictions(recorded: Mapping[str, Any], config: Mapping[str, Any]) -> list[str]:
+    """``"key: trained with A, the config has B"`` for every setting ``config`` gives differently from
+    ``recorded`` (:data:`FREE_SETTINGS` are free)."""
+    return [f"{key}: trained with {_plain(value)}, the config has {_plain(config[key])}"
+            for key, value in recorded.items()
+            if key in config and key not in FREE_SETTINGS and _plain(value) != _plain(config[key])]
 
 
 def latest_checkpoint(ckpt_dir: str | Path) -> str:
@@ -39,24 +82,31 @@ class StrictCheckpointLoader(CheckpointLoader):
     """:class:`monai.handlers.CheckpointLoader`, strict, whose failures raise :class:`InputError`.
 
     A missing, truncated or pickled-code checkpoint (``torch.load(weights_only=True)`` refuses code),
-    or weights whose keys or shapes differ from a network's (torch's strict check, after the
-    network's own load hooks), stop with one line naming the file.
+    weights recorded as trained with settings the config contradicts (``expected``), or weights whose
+    keys or shapes differ from a network's (torch's strict check, after the network's own load
+    hooks), stop with one line naming the file.
     Same arguments as ``CheckpointLoader``; ``strict`` and ``strict_shape`` are always on.
+
+    Args:
+        load_path: the checkpoint.
+        load_dict: objects to restore, by checkpoint key.
+        expected: the config's settings (``trained_with``), checked against the recorded ones.
+        kwargs: other arguments of ``CheckpointLoader``.
     """
 
-    def __init__(self, load_path: str, load_dict: dict, **kwargs) -> None:
+    def __init__(self, load_path: str, load_dict: dict, expected: Mapping[str, Any] | None = None, **kwargs) -> None:
         super().__init__(load_path=load_path, load_dict=load_dict, strict=True, strict_shape=True, **kwargs)
+        self.expected = dict(expected or {})
 
     def __call__(self, engine: Engine) -> None:
         path = Path(self.load_path)
         if not path.is_file():
             raise InputError(f"{path}: checkpoint not found; train the bundle first or pass --ckpt_path")
-        try:
-            checkpoint = torch.load(path, map_location=self.map_location, weights_only=True)
-        except Exception as err:
-            raise InputError(f"{path}: not a loadable weights-only checkpoint ({first_line(err)})") from err
-        if not isinstance(checkpoint, dict):
-            raise InputError(f"{path}: holds a {type(checkpoint).__name__}, not a dict of state dicts")
+        checkpoint = read_checkpoint(path, self.map_location)
+        metadata = checkpoint.get("metadata", {})
+        disagree = contradictions(metadata.get("settings", {}) if isinstance(metadata, dict) else {}, self.expected)
+        if disagree:
+            raise InputError(f"{path}: the config contradicts the weights ({'; '.join(disagree)}); drop those overrides")
         first_key = next(iter(self.load_dict))
         if len(self.load_dict) == 1 and first_key not in checkpoint:
             checkpoint = {first_key: checkpoint}
@@ -77,8 +127,10 @@ class StrictCheckpointLoader(CheckpointLoader):
 
 
 class CheckpointMetadata:
-    """Plain facts saved beside the weights in ``model.pt`` (bundle, version, ROI, spacing, classes),
-    so a checkpoint says what it was trained for. Only strings and numbers: ``weights_only``-safe.
+    """Plain facts saved beside the weights in ``model.pt``, so that a checkpoint says what it was
+    trained for: the bundle, its version, and ``settings`` (the config's ``trained_with``: classes,
+    channels, spacing, normalisation, ROI and the network's sizes), which inference reads back
+    (:func:`trained_settings`). Only strings, numbers, lists and dicts: ``weights_only``-safe.
 
     Args:
         fields: the facts, as keyword arguments.

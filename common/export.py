@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from monai.bundle import ckpt_export, onnx_export
 
-from common.bundle import bundle_folder, load_network, read_overrides
+from common.bundle import bundle_folder, load_network
 from common.errors import InputError
 from common.io import write_atomically
 
@@ -29,7 +29,6 @@ def run_exported(kind: str, path: Path, image: torch.Tensor) -> np.ndarray:
 def export(
     bundle: str,
     formats: str | tuple[str, ...] = ("torchscript", "onnx"),
-    overrides: str | None = None,
     checkpoint: str | None = None,
     output_dir: str | None = None,
     tolerance: float = 1e-4,
@@ -39,18 +38,17 @@ def export(
     ``roi_size`` (the shape the sliding-window inferer feeds; ONNX through PyTorch's
     ``torch.export``-based exporter, as the TorchScript-based one crashes on ``MTUNet``'s graph),
     and return the largest absolute difference of each from the eager network on one random input.
+    The network is built with the sizes the weights recorded.
     An export off by more than ``tolerance`` (or NaN) is removed and reported as an error.
 
     Args:
         bundle: the bundle folder, e.g. ``bundles/unetr``.
         formats: ``torchscript``, ``onnx`` or both (comma-separated on the command line).
-        overrides: JSON file of config keys the weights were trained with (e.g. ``configs/demo.json``).
         checkpoint: weights to export instead of the bundle's ``models/model.pt``.
         output_dir: folder of the exports; default: the folder of the weights.
         tolerance: largest accepted absolute difference from the eager network.
     """
     folder = bundle_folder(bundle)
-    settings = read_overrides(overrides)
     weights = Path(checkpoint) if checkpoint else folder / "models" / "model.pt"
     if not weights.is_file():
         raise InputError(f"{weights}: no trained weights to export; train the bundle first")
@@ -58,7 +56,7 @@ def export(
     unknown = sorted(set(kinds) - set(EXPORTS))
     if unknown:
         raise InputError(f"--formats: unknown {unknown}; choose from {sorted(EXPORTS)}")
-    network, input_shape = load_network(folder, weights, settings)
+    network, input_shape = load_network(folder, weights)
     image = torch.rand(input_shape, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         expected = network(image).numpy()
@@ -66,7 +64,7 @@ def export(
     common_args = {
         "net_id": "network_def", "ckpt_file": str(weights), "meta_file": str(configs / "metadata.json"),
         "config_file": str(configs / "inference.json"), "key_in_ckpt": "model", "use_trace": True,
-        "input_shape": input_shape, **settings,
+        "input_shape": input_shape, "ckpt_path": str(weights.resolve()),
     }
     differences = {}
     for kind in kinds:

@@ -11,7 +11,8 @@ import zipfile
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path, PurePosixPath
 
-from common.bundle import bundle_folder, load_network, read_metadata, read_overrides
+from common.bundle import bundle_folder, load_network, read_metadata
+from common.checkpoints import trained_settings
 from common.errors import InputError, first_line
 from common.io import file_sha256, write_atomically
 
@@ -33,17 +34,33 @@ def runtime_requirements() -> str:
     return "\n".join(lines) + "\n"
 
 
-def apply_overrides(configs: Path, overrides: dict) -> None:
-    """Set the top-level keys of ``overrides`` in every config of ``configs`` that has them, and the
-    input's ``spatial_shape`` in ``metadata.json`` to ``roi_size``."""
-    for path in sorted(configs.glob("*.json")):
-        config = json.loads(path.read_text())
-        if path.name == "metadata.json":
-            if "roi_size" in overrides:
-                config["network_data_format"]["inputs"]["image"]["spatial_shape"] = list(overrides["roi_size"])
-        else:
-            config.update({k: v for k, v in overrides.items() if k in config})
-        path.write_text(json.dumps(config, indent=4) + "\n")
+def describe_weights(metadata: dict, settings: dict) -> dict:
+    """``metadata`` (a bundle's ``metadata.json``) describing the weights trained with ``settings``
+    (:func:`common.checkpoints.trained_settings`): input channels and modality, classes, ROI,
+    pre-processing and intended use."""
+    channels, classes = settings["channel_names"], settings["class_names"]
+    image = metadata["network_data_format"]["inputs"]["image"]
+    pred = metadata["network_data_format"]["outputs"]["pred"]
+    image.update(num_channels=len(channels), channel_def={str(i): n for i, n in enumerate(channels)},
+                 modality="CT" if all(n.upper() == "CT" for n in channels) else image["modality"])
+    pred.update(num_channels=len(classes), channel_def={str(i): n for i, n in enumerate(classes)})
+    for part in (image, pred):
+        part["spatial_shape"] = list(settings["roi_size"])
+    normalization = settings["normalization"]
+    scaling = ("intensities clipped to {clip} and z-scored with mean {mean} and std {std}".format(**normalization)
+               if normalization["mode"] == "ct" else
+               "intensities scaled per image from the {lower}th-{upper}th percentile to [0, 1]".format(**normalization))
+    spacing = " x ".join(f"{s:g}" for s in settings["spacing"])
+    foreground = ", ".join(classes[1:])
+    metadata.update(
+        task=f"Segmentation of {foreground} in {', '.join(channels)} images",
+        image_classes=f"{len(channels)}-channel {', '.join(channels)}, resampled to {spacing} mm RAS, {scaling}",
+        label_classes=", ".join(f"{i}: {n}" for i, n in enumerate(classes)),
+        pred_classes=f"{len(classes)} channels: {', '.join(classes)}",
+        intended_use=f"Demonstration and research only, not for clinical use: segments {foreground} in "
+        f"{', '.join(channels)} images like those the weights were trained on (see docs/README.md).",
+    )
+    return metadata
 
 
 def write_manifest(folder: Path) -> None:
@@ -53,24 +70,27 @@ def write_manifest(folder: Path) -> None:
     (folder / MANIFEST).write_text("\n".join(lines) + "\n")
 
 
-def package(bundle: str, output_dir: str = "dist", overrides: str | None = None) -> str:
+def package(bundle: str, output_dir: str = "dist", checkpoint: str | None = None) -> str:
     """Build ``<output_dir>/<name>-<version>.zip``: the bundle folder (configs, scripts, docs,
     licence) with its trained ``models/model.pt``, the ``common`` package vendored inside it, a pinned
-    ``requirements.txt`` and ``manifest.sha256``. Unzipped, it runs on its own:
+    ``requirements.txt`` and ``manifest.sha256``. The packaged ``metadata.json`` describes the
+    weights (classes, channels, ROI, pre-processing, intended use, from what they recorded).
+    Unzipped, it runs on its own:
     ``python -m monai.bundle run --config_file configs/inference.json --input_dir <scans>`` or
     ``python -m common segment --bundle . --input <scan> --output <folder>`` from inside it.
 
     Args:
         bundle: the bundle folder, e.g. ``bundles/unetr``.
         output_dir: folder of the zip.
-        overrides: JSON file of config keys the weights were trained with (e.g. ``configs/demo.json``
-            after ``make demo``); written into the packaged configs so they build that network.
+        checkpoint: weights to package instead of the bundle's ``models/model.pt`` (e.g.
+            ``models/vertebrae_ct/model.pt``).
     """
     folder = bundle_folder(bundle)
     metadata = read_metadata(folder)
-    weights = folder / "models" / "model.pt"
+    weights = Path(checkpoint) if checkpoint else folder / "models" / "model.pt"
     if not weights.is_file():
         raise InputError(f"{weights}: no trained weights to package; train the bundle first (make demo BUNDLE={folder.name})")
+    settings = trained_settings(weights)
     name = f"{metadata['name']}-{metadata['version']}"
     with tempfile.TemporaryDirectory() as scratch:
         staged = Path(scratch) / metadata["name"]
@@ -85,8 +105,9 @@ def package(bundle: str, output_dir: str = "dist", overrides: str | None = None)
         shutil.copy2(weights, staged / "models" / "model.pt")
         shutil.copytree(Path(__file__).parent, staged / "common", ignore=shutil.ignore_patterns(*RUN_OUTPUTS))
         (staged / "requirements.txt").write_text(runtime_requirements())
-        if overrides:
-            apply_overrides(staged / "configs", read_overrides(overrides))
+        if settings:
+            described = describe_weights(read_metadata(staged), settings)
+            (staged / "configs" / "metadata.json").write_text(json.dumps(described, indent=4) + "\n")
         load_network(staged, staged / "models" / "model.pt")
         write_manifest(staged)
         archive = Path(output_dir) / f"{name}.zip"

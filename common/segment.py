@@ -41,12 +41,6 @@ def choose_device(device: str | None) -> torch.device:
     return chosen
 
 
-def class_names(metadata: dict[str, Any]) -> list[str]:
-    """Label names of the bundle's ``pred`` output, background first."""
-    channels = metadata["network_data_format"]["outputs"]["pred"]["channel_def"]
-    return [channels[k] for k in sorted(channels, key=int)]
-
-
 def class_volumes_ml(label: MetaTensor, names: list[str]) -> dict[str, float]:
     """Volume in mL of every foreground class of ``label`` ``(1, D, H, W)``, from its affine."""
     voxel_ml = abs(float(np.linalg.det(label.affine[:3, :3].double().numpy()))) / 1000.0
@@ -65,8 +59,10 @@ def open_output_folder(output: Path) -> tuple[Path, bool]:
         raise InputError(f"{output}: cannot write the outputs there ({err.strerror or first_line(err)})") from err
 
 
-def run_inference(folder: Path, scan: Scan, staging: Path, device: torch.device, checkpoint: str | None, overrides: dict) -> Path:
-    """Run the bundle's ``inference.json`` on ``scan`` and return the label volume written in ``staging``."""
+def run_inference(folder: Path, scan: Scan, staging: Path, device: torch.device, checkpoint: str | None,
+                  overrides: dict) -> tuple[Path, list[str]]:
+    """Run the bundle's ``inference.json`` on ``scan``; return the label volume written in ``staging``
+    and the class names of its labels (those the weights were trained with)."""
     settings = {
         **overrides,
         "device": device,
@@ -86,14 +82,14 @@ def run_inference(folder: Path, scan: Scan, staging: Path, device: torch.device,
     written = sorted(staging.glob("*.nii.gz"))
     if len(written) != 1:
         raise RuntimeError(f"{staging}: expected one segmentation from the bundle, found {[p.name for p in written]}")
-    return written[0]
+    return written[0], list(workflow.parser.get_parsed_content("class_names"))
 
 
 def run_with_cpu_fallback(folder: Path, scan: Scan, staging: Path, device: torch.device, checkpoint: str | None,
-                          overrides: dict) -> tuple[Path, torch.device]:
+                          overrides: dict) -> tuple[Path, list[str], torch.device]:
     """:func:`run_inference`; when a GPU runs out of memory, once more on the CPU."""
     try:
-        return run_inference(folder, scan, staging, device, checkpoint, overrides), device
+        return *run_inference(folder, scan, staging, device, checkpoint, overrides), device
     except torch.OutOfMemoryError:
         if device.type != "cuda":
             raise
@@ -102,7 +98,7 @@ def run_with_cpu_fallback(folder: Path, scan: Scan, staging: Path, device: torch
         for leftover in staging.iterdir():
             leftover.unlink()
         cpu = torch.device("cpu")
-        return run_inference(folder, scan, staging, cpu, checkpoint, overrides), cpu
+        return *run_inference(folder, scan, staging, cpu, checkpoint, overrides), cpu
 
 
 def bundle_facts(folder: Path, metadata: dict[str, Any], weights: Path) -> dict[str, Any]:
@@ -142,9 +138,11 @@ def segment(
         output: folder for the three outputs (created if needed).
         series: DICOM series instance UID, when the folder holds several series.
         device: ``cpu``, ``cuda`` or ``cuda:N``; default: the first GPU when there is one, else the CPU.
-        checkpoint: weights to use instead of the bundle's ``models/model.pt``.
-        overrides: a JSON file of config keys the weights were trained with, e.g. the bundle's
-            ``configs/demo.json`` after ``make demo``.
+        checkpoint: weights to use instead of the bundle's ``models/model.pt``; the classes,
+            channels, spacing, normalisation and network sizes they were trained with are read
+            from them.
+        overrides: a JSON file of config keys to change (e.g. ``sw_batch_size``); keys that
+            contradict the weights (another spacing, other classes ...) are refused by name.
     """
     started = time.perf_counter()
     folder = bundle_folder(bundle)
@@ -158,8 +156,7 @@ def segment(
     moved: list[Path] = []
     try:
         logger.info(f"segmenting {scan.path} with {metadata['name']} {metadata['version']} on {chosen}")
-        written, used = run_with_cpu_fallback(folder, scan, staging, chosen, checkpoint, settings)
-        names = class_names(metadata)
+        written, names, used = run_with_cpu_fallback(folder, scan, staging, chosen, checkpoint, settings)
         label = LoadImage(image_only=True, ensure_channel_first=True)(written)
         image = LoadImage(reader=scan.reader(), image_only=True, ensure_channel_first=True)(scan.source)
         outputs = {kind: staging / f"{scan.name}_{kind}{suffix}" for kind, suffix in

@@ -6,11 +6,12 @@ Settings, each a ``--conf <key> <value>`` of ``start_server``:
 - ``bundles``: folder holding the bundles (default: this repository's ``bundles/``);
 - ``models``: ``all`` (default) or a comma-separated list of bundle names;
 - ``overrides``: a file name under each bundle's ``configs/`` merged over ``inference.json`` and
-  ``train.json`` (default ``demo.json``, the sizes ``make demo`` trains; ``none`` for the full-size
-  configs).
+  ``train.json`` (default ``none``).
 
-Bundles load their weights strictly: weights that do not fit the configs are refused at start with
-an error naming the file, and that bundle is not served for inference.
+Weights describe themselves: each bundle is served with the classes, channels, spacing,
+normalisation and network sizes its ``models/model.pt`` was trained with, and a training round
+starts from them with the same settings. Weights load strictly: weights that do not fit the configs
+are refused at start with an error naming the file, and that bundle is not served for inference.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from monailabel.tasks.infer.bundle import BundleInferTask
 from monailabel.tasks.train.bundle import BundleTrainTask
 
 from common.bundle import read_overrides
-from common.checkpoints import load_model_weights
+from common.checkpoints import load_model_weights, trained_settings
 from common.errors import InputError
 
 logger = logging.getLogger(__name__)
@@ -62,6 +63,9 @@ class StrictBundleInferTask(BundleInferTask):
             except InputError as err:
                 logger.error(f"{Path(path).name}: not served for inference: {err}")
                 self.valid = False
+                return
+            class_names = self.bundle_config.get_parsed_content("class_names")
+            self.labels = {name.lower(): value for value, name in enumerate(class_names) if value > 0}
 
     def _load_bundle_config(self, path: str, config: str):
         parser = super()._load_bundle_config(path, config)
@@ -79,17 +83,19 @@ class StrictBundleInferTask(BundleInferTask):
 
 
 class StrictBundleTrainTask(BundleTrainTask):
-    """:class:`BundleTrainTask` of one bundle with config ``overrides`` and strict loading of the
-    weights it starts from.
+    """:class:`BundleTrainTask` of one bundle with config ``overrides``, strict loading of the weights
+    it starts from, and the settings those weights were trained with.
 
     Args:
         path: the bundle folder.
         conf: the app's settings.
-        overrides: config keys merged over ``train.json`` (the request's epochs, data and device win).
+        overrides: config keys merged over ``train.json`` (the request's epochs, data and device win,
+            then these, then the settings of the weights the round starts from).
     """
 
     def __init__(self, path: str, conf: dict[str, str], overrides: dict[str, Any]) -> None:
         self.overrides = overrides
+        self.start_from: str | None = None
         super().__init__(path, conf, load_strict=True)
 
     def _partition_datalist(self, datalist: list, request: dict, shuffle: bool = False) -> tuple[list, list | None]:
@@ -105,14 +111,16 @@ class StrictBundleTrainTask(BundleTrainTask):
         return train, validation
 
     def _load_checkpoint(self, model_pytorch: str, pretrained: bool, train_handlers: list) -> None:
-        if pretrained and os.path.exists(model_pytorch):
+        self.start_from = model_pytorch if pretrained and os.path.exists(model_pytorch) else None
+        if self.start_from:
             train_handlers.insert(0, {
                 "_target_": "common.checkpoints.StrictCheckpointLoader", "load_path": model_pytorch,
-                "load_dict": {"model": "@network"}, "map_location": "@device",
+                "load_dict": {"model": "@network"}, "expected": "@trained_with", "map_location": "@device",
             })
 
     def _update_overrides(self, overrides: dict[str, Any]) -> dict[str, Any]:
-        for key, value in self.overrides.items():
+        recorded = trained_settings(self.start_from) if self.start_from else {}
+        for key, value in {**recorded, **self.overrides}.items():
             overrides.setdefault(key, value)
         return overrides
 
@@ -123,7 +131,7 @@ class CollectionApp(MONAILabelApp):
 
     def __init__(self, app_dir: str, studies: str, conf: dict[str, str]) -> None:
         self.bundles_dir = Path(conf.get("bundles", REPO_ROOT / "bundles")).resolve()
-        self.overrides_name = conf.get("overrides", "demo.json")
+        self.overrides_name = conf.get("overrides", "none")
         self.bundles = self._select_bundles(conf.get("models", "all"))
         super().__init__(
             app_dir=app_dir, studies=studies, conf=conf, name="Attention segmentation bundles",
