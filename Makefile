@@ -3,8 +3,25 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 BUNDLE ?= unetr
-DATA_DIR ?= data/mni152
+# TASK: a data set under data/ (make data writes mni152, brain MRI, and vertebrae_ct, lumbar CT).
+TASK ?= mni152
+DATA_DIR ?= data/$(TASK)
 CONFIGS := bundles/$(BUNDLE)/configs
+# The brain demo runs the bundles' own configs and writes models/, runs/ and eval/ of the bundle;
+# any other task is planned first (python -m common plan, ROI within the CPU demo's 48^3 voxels)
+# and writes under models/<task>/, runs/<task>/ and eval/<task>/, so the brain's weights stay.
+ifeq ($(TASK),mni152)
+TASK_DIR :=
+PLAN :=
+else
+TASK_DIR := /$(TASK)
+PLAN := ,'$(DATA_DIR)/plan.json'
+endif
+MODELS := bundles/$(BUNDLE)/models$(TASK_DIR)
+RUNS := bundles/$(BUNDLE)/runs$(TASK_DIR)
+EVAL := bundles/$(BUNDLE)/eval$(TASK_DIR)
+DEMO_ROI_VOXELS := 110592
+ON_TASK := --dataset_dir $(DATA_DIR) --ckpt_dir $(MODELS)
 STAMP := $(VENV)/.installed
 TEST_WORKERS ?= 2
 
@@ -19,33 +36,36 @@ $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	touch $@
 
 data: install
-	$(PY) -m common prepare_data --output_dir $(DATA_DIR)
+	$(PY) -m common prepare_data --data_dir data
 
-# The main job: train BUNDLE on the embedded data with the CPU-sized demo override, evaluate it on
-# the held-out hemisphere, segment one scan, and say where everything is.
+# The main job: train BUNDLE on TASK's data with the CPU-sized demo override (and the task's plan),
+# evaluate it on the held-out case, segment it with the weights alone, and say where everything is.
 demo: data
-	$(PY) -m monai.bundle run --config_file "['$(CONFIGS)/train.json','$(CONFIGS)/demo.json']" --dataset_dir $(DATA_DIR)
-	$(PY) -m monai.bundle run --config_file "['$(CONFIGS)/train.json','$(CONFIGS)/demo.json','$(CONFIGS)/evaluate.json']" --dataset_dir $(DATA_DIR)
-	$(PY) -m monai.bundle run --config_file "['$(CONFIGS)/inference.json','$(CONFIGS)/demo.json']" --dataset_dir $(DATA_DIR)
-	@echo "checkpoint:   bundles/$(BUNDLE)/models/model.pt"
-	@echo "tensorboard:  $(VENV)/bin/tensorboard --logdir bundles/$(BUNDLE)/runs"
-	@echo "metrics:      bundles/$(BUNDLE)/eval/metrics.json"
-	@echo "segmentation: bundles/$(BUNDLE)/eval/mni152_right_seg.nii.gz"
+ifneq ($(TASK),mni152)
+	$(PY) -m common plan --dataset_dir $(DATA_DIR) --max_roi_voxels $(DEMO_ROI_VOXELS)
+endif
+	$(PY) -m monai.bundle run --config_file "['$(CONFIGS)/train.json','$(CONFIGS)/demo.json'$(PLAN)]" $(ON_TASK) --output_dir $(RUNS)
+	$(PY) -m monai.bundle run --config_file "['$(CONFIGS)/train.json','$(CONFIGS)/demo.json'$(PLAN),'$(CONFIGS)/evaluate.json']" $(ON_TASK) --output_dir $(EVAL)
+	$(PY) -m monai.bundle run --config_file $(CONFIGS)/inference.json $(ON_TASK) --output_dir $(EVAL)
+	@echo "checkpoint:    $(MODELS)/model.pt"
+	@echo "tensorboard:   $(VENV)/bin/tensorboard --logdir $(RUNS)"
+	@echo "metrics:       $(EVAL)/metrics.json"
+	@echo "segmentations: $(EVAL)/*_seg.nii.gz"
 
-# The clinician's command on one scan, with the weights `make demo` trained (sized by demo.json).
+# The clinician's command on one scan, with the weights `make demo` trained (they carry their settings).
 SCAN ?= $(DATA_DIR)/imagesTr/mni152_right.nii.gz
 OUT ?= results
 segment: install
-	$(PY) -m common segment --bundle bundles/$(BUNDLE) --input $(SCAN) --output $(OUT) --overrides $(CONFIGS)/demo.json
+	$(PY) -m common segment --bundle bundles/$(BUNDLE) --input $(SCAN) --output $(OUT) --checkpoint $(MODELS)/model.pt
 
 # A self-contained zip of the trained bundle for a partner site, checked against its manifest.
 package: install
-	$(PY) -m common package bundles/$(BUNDLE) --overrides $(CONFIGS)/demo.json
+	$(PY) -m common package bundles/$(BUNDLE) --checkpoint $(MODELS)/model.pt
 	$(PY) -m common verify dist/$(BUNDLE)-$$($(PY) -c "import json; print(json.load(open('$(CONFIGS)/metadata.json'))['version'])").zip
 
 # TorchScript and ONNX exports of the trained bundle, each checked against the eager network.
 export: install
-	$(PY) -m common export bundles/$(BUNDLE) --overrides $(CONFIGS)/demo.json
+	$(PY) -m common export bundles/$(BUNDLE) --checkpoint $(MODELS)/model.pt
 
 test: install
 	$(PY) -m pytest -n $(TEST_WORKERS) -q
@@ -66,7 +86,7 @@ LABEL_VENV ?= .venv-label
 LABEL_PY := $(LABEL_VENV)/bin/python
 LABEL_STAMP := $(LABEL_VENV)/.installed
 MONAILABEL_VERSION := 0.8.5
-STUDIES ?= data/label_studies
+STUDIES ?= data/label_studies/$(TASK)
 LABEL_HOST ?= 127.0.0.1
 LABEL_PORT ?= 8000
 LABEL_CONF ?=
