@@ -16,6 +16,7 @@ from monai.data import create_test_image_3d
 REPO_ROOT = Path(__file__).resolve().parent.parent
 BUNDLES = REPO_ROOT / "bundles"
 
+DEMO_LABELS = {"0": "background", "1": "CSF", "2": "grey matter", "3": "white matter"}  # the bundles' default classes
 BUNDLE_NAMES = sorted(p.name for p in BUNDLES.iterdir() if (p / "configs" / "train.json").is_file())
 
 # Overrides that make a bundle train in seconds: the networks' smallest sensible sizes.
@@ -38,15 +39,22 @@ def network_overrides(bundle: str) -> dict:
 
 def build_network(bundle: str, **sizes):
     """The bundle's ``network_def`` through ``monai.bundle``'s parser, with its tiny sizes and
-    ``sizes`` on top, in eval mode."""
+    ``sizes`` on top, in eval mode (no settings read from any weights)."""
     from monai.bundle import ConfigParser
 
     from common.bundle import use_bundle_scripts
 
     use_bundle_scripts(BUNDLES / bundle)
     parser = ConfigParser(json.loads((BUNDLES / bundle / "configs" / "inference.json").read_text()))
-    parser.update({**network_overrides(bundle), **sizes})
+    parser.update({"trained": {}, **network_overrides(bundle), **sizes})
     return parser.get_parsed_content("network_def").eval()
+
+
+def recorded_settings(bundle: str, **changes) -> dict:
+    """The settings (``trained_with``) a tiny training of ``bundle`` records in ``model.pt``, with ``changes``."""
+    train = json.loads((BUNDLES / bundle / "configs" / "train.json").read_text())
+    values = {**train, **TINY_OVERRIDES[bundle], **changes}
+    return {key: values[key] for key in train["trained_with"]}
 
 
 def train_overrides(bundle: str, dataset: Path, out: Path, **extra) -> dict:
@@ -72,7 +80,7 @@ def make_dataset(root: Path, n_train: int = 1, n_val: int = 1, size: int = 36, s
         write_volume(root / "labelsTr" / name, label.astype(np.uint8), affine)
         section = "training" if index < n_train else "validation"
         sections[section].append({"image": f"imagesTr/{name}", "label": f"labelsTr/{name}"})
-    (root / "dataset.json").write_text(json.dumps({"labels": {"0": "background"}, **sections}))
+    (root / "dataset.json").write_text(json.dumps({"labels": DEMO_LABELS, "modality": {"0": "T1"}, **sections}))
     return root
 
 

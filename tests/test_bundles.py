@@ -47,7 +47,8 @@ def test_train_one_epoch_leaves_checkpoints_and_events(trained: tuple[str, Path]
     bundle, out = trained
     best = torch.load(out / "models" / "model.pt", weights_only=True)
     assert set(best) == {"model", "metadata"}
-    assert best["metadata"]["bundle"] == bundle and best["metadata"]["num_classes"] == 4
+    assert best["metadata"]["bundle"] == bundle and best["metadata"]["settings"]["num_classes"] == 4
+    assert best["metadata"]["settings"]["roi_size"] == [32, 32, 32]  # what a later inference reads back
     last = torch.load(out / "models" / "checkpoint_epoch=1.pt", weights_only=True)
     assert {"model", "optimizer", "trainer", "checkpointer", "best_checkpoint"} == set(last)
     assert last["trainer"]["iteration"] == last["trainer"]["epoch_length"]  # one epoch
@@ -94,9 +95,7 @@ def test_torchscript_and_onnx_exports_match_the_eager_network(trained: tuple[str
     import onnxruntime
 
     bundle, out = trained
-    sizes = tmp_path / "sizes.json"
-    sizes.write_text(json.dumps(network_overrides(bundle)))
-    command = [sys.executable, "-m", "common", "export", "--bundle", str(BUNDLES / bundle), "--overrides", str(sizes),
+    command = [sys.executable, "-m", "common", "export", "--bundle", str(BUNDLES / bundle),
                "--checkpoint", str(out / "models" / "model.pt"), "--output_dir", str(tmp_path)]
     result = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -176,10 +175,16 @@ def test_multi_gpu_config_runs_two_gloo_processes(bundle: str, tmp_path: Path, d
 
 @pytest.mark.parametrize("bundle", BUNDLE_NAMES)
 def test_train_and_inference_build_the_same_network(bundle: str) -> None:
+    """Inference takes each setting from the weights, and without weights the value ``train.json`` has."""
+    from monai.bundle import ConfigParser
+
     train, infer = load_config(bundle, "train.json"), load_config(bundle, "inference.json")
-    assert train["network_def"] == infer["network_def"]
-    for key in ("in_channels", "num_classes", "spacing", "roi_size", *(NETWORK_KEYS & set(infer))):
-        assert train[key] == infer[key], key
+    assert train["network_def"] == infer["network_def"] and train["trained_with"] == infer["trained_with"]
+    parser = ConfigParser(infer)
+    parser.update({"trained": {}})
+    for key in train["trained_with"]:
+        assert infer[key] == f"$@trained.get({key!r}, {train[key]!r})", key
+        assert parser.get_parsed_content(key) == train[key], key
     image_only = {**train["load_transforms"], "keys": "image"}
     assert infer["preprocessing"]["transforms"] == image_only
 
@@ -190,7 +195,10 @@ def test_bundles_share_one_workflow(name: str) -> None:
     def shared(bundle: str) -> dict | str:
         if name.endswith(".conf"):
             return (BUNDLES / bundle / "configs" / name).read_text()
-        return {k: v for k, v in load_config(bundle, name).items() if k not in NETWORK_KEYS | {"network_def", "loss"}}
+        config = {k: v for k, v in load_config(bundle, name).items() if k not in NETWORK_KEYS | {"network_def", "loss"}}
+        if "trained_with" in config:
+            config["trained_with"] = {k: v for k, v in config["trained_with"].items() if k not in NETWORK_KEYS}
+        return config
 
     reference = shared("unetr")
     for bundle in BUNDLE_NAMES:

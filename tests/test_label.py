@@ -25,7 +25,7 @@ import pytest
 import torch
 
 from common.bundle import load_network
-from conftest import BUNDLE_NAMES, BUNDLES, REPO_ROOT, TINY_OVERRIDES, build_network, make_dataset, write_volume
+from conftest import BUNDLE_NAMES, BUNDLES, REPO_ROOT, TINY_OVERRIDES, build_network, make_dataset, recorded_settings, write_volume
 
 LABEL_PYTHON = os.environ.get("LABEL_PYTHON")
 pytestmark = pytest.mark.skipif(not LABEL_PYTHON, reason="needs the MONAI Label environment: make test-label")
@@ -34,26 +34,33 @@ START_TIMEOUT = 300
 TRAIN_TIMEOUT = 600
 TRAINED_BUNDLE = "attention_unet"
 UNFIT = "unfit_weights"
+OTHER_CLASSES = "other_classes"
 CLASSES = {"csf": 1, "grey matter": 2, "white matter": 3}
+# What the app gets through its `overrides` setting: run sizes only; the networks' sizes come from the weights.
+RUN_OVERRIDES = {"num_samples": 2, "sw_batch_size": 2, "num_workers": 0, "val_interval": 1}
 # An unlabelled study on a grid unlike the training data's: flipped, permuted, anisotropic, shifted.
 OBLIQUE_AFFINE = np.array([[-1.5, 0, 0, 40.0], [0, 0, 2.5, -10.0], [0, 1.2, 0, 5.0], [0, 0, 0, 1]])
 
 
-def tiny_bundle(source: str, folder: Path, weights_overrides: dict | None = None) -> None:
-    """Configs and scripts of bundle ``source`` copied to ``folder``, with ``configs/tiny.json``
-    (tiny network and run) and freshly initialised ``models/model.pt`` of that size, or of the
-    size ``weights_overrides`` set on top of it."""
+def tiny_bundle(source: str, folder: Path, weights_sizes: dict | None = None, classes: list[str] | None = None) -> None:
+    """Configs and scripts of bundle ``source`` copied to ``folder``, with ``configs/run.json`` (run
+    sizes) and freshly initialised tiny ``models/model.pt`` that records its settings as training
+    does (with other ``classes`` when given), its tensors of the sizes ``weights_sizes`` changes."""
     shutil.copytree(BUNDLES / source, folder, ignore=shutil.ignore_patterns("models", "runs", "eval", "__pycache__"))
-    (folder / "configs" / "tiny.json").write_text(json.dumps(TINY_OVERRIDES[source]))
+    (folder / "configs" / "run.json").write_text(json.dumps(RUN_OVERRIDES))
     (folder / "models").mkdir()
-    torch.save({"model": build_network(source, **(weights_overrides or {})).state_dict()}, folder / "models" / "model.pt")
+    settings = recorded_settings(source, **({"class_names": classes, "num_classes": len(classes)} if classes else {}))
+    weights = build_network(source, num_classes=settings["num_classes"], **(weights_sizes or {})).state_dict()
+    torch.save({"model": weights, "metadata": {"bundle": source, "settings": settings}}, folder / "models" / "model.pt")
 
 
 def tiny_bundles(root: Path) -> Path:
-    """Every bundle, tiny, under ``root``; and ``UNFIT``, whose weights are twice as wide as its configs."""
+    """Every bundle, tiny, under ``root``; ``UNFIT``, whose weights are twice as wide as they say;
+    and ``OTHER_CLASSES``, trained (it says) for other classes than the bundle's defaults."""
     for name in BUNDLE_NAMES:
         tiny_bundle(name, root / name)
     tiny_bundle("attention_unet", root / UNFIT, {"feature_size": 2 * TINY_OVERRIDES["attention_unet"]["feature_size"]})
+    tiny_bundle("attention_unet", root / OTHER_CLASSES, classes=["background", "vertebral body", "vertebral arch"])
     return root
 
 
@@ -96,7 +103,7 @@ class Server:
         command = [
             LABEL_PYTHON, "-m", "monailabel.main", "start_server", "--app", str(REPO_ROOT / "label_app"),
             "--studies", str(studies), "--host", "127.0.0.1", "--port", self.url.rsplit(":", 1)[1],
-            "--conf", "bundles", str(bundles), "--conf", "overrides", "tiny.json",
+            "--conf", "bundles", str(bundles), "--conf", "overrides", "run.json",
         ]
         with open(log, "w") as out:
             self.process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, cwd=REPO_ROOT, start_new_session=True)
@@ -144,12 +151,13 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, d
         server.stop()
 
 
-def test_info_lists_every_bundle_with_its_labels(served) -> None:
+def test_info_lists_every_bundle_with_the_labels_of_its_weights(served) -> None:
     _, info, _, _ = served
-    assert sorted(info["models"]) == BUNDLE_NAMES
-    assert sorted(info["trainers"]) == sorted([*BUNDLE_NAMES, UNFIT])
+    assert sorted(info["models"]) == sorted([*BUNDLE_NAMES, OTHER_CLASSES])
+    assert sorted(info["trainers"]) == sorted([*BUNDLE_NAMES, UNFIT, OTHER_CLASSES])
     for name in BUNDLE_NAMES:
         assert info["models"][name]["labels"] == CLASSES, name
+    assert info["models"][OTHER_CLASSES]["labels"] == {"vertebral body": 1, "vertebral arch": 2}
 
 
 def test_weights_that_do_not_fit_are_refused_by_name(served) -> None:
@@ -184,7 +192,8 @@ def test_one_training_round_rewrites_the_weights_and_they_load(served) -> None:
         time.sleep(3)
     assert status.get("status") == "DONE", f"{status}\n{server.log_tail()}"
     assert hashlib.sha256(weights.read_bytes()).hexdigest() != before
-    load_network(bundles / TRAINED_BUNDLE, weights, TINY_OVERRIDES[TRAINED_BUNDLE])
+    load_network(bundles / TRAINED_BUNDLE, weights)  # the sizes it records
+    assert torch.load(weights, weights_only=True)["metadata"]["settings"] == recorded_settings(TRAINED_BUNDLE)
 
 
 def test_studies_writer_keeps_labels_already_there(tmp_path: Path) -> None:

@@ -18,7 +18,7 @@ import torch
 from monai.data import ITKReader
 from monai.transforms import LoadImage
 
-from conftest import BUNDLES, REPO_ROOT, make_dataset, network_overrides, run_bundle, train_overrides, write_volume
+from conftest import BUNDLES, REPO_ROOT, make_dataset, run_bundle, train_overrides, write_volume
 
 BUNDLE = "unetr"
 OBLIQUE = np.array([[0.0, -1.5, 0.1, 40.0], [1.5, 0.0, 0.0, -20.0], [0.0, 0.1, 1.5, 10.0], [0, 0, 0, 1]])
@@ -35,20 +35,18 @@ def last_line(result: subprocess.CompletedProcess) -> str:
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """Tiny weights of ``unetr``, the overrides file they were trained with, and a scan."""
+    """Tiny weights of ``unetr`` (they record their sizes) and a scan."""
     out = tmp_path_factory.mktemp("trained_unetr")
     data = make_dataset(out / "data")
     run_bundle(BUNDLE, ["train.json"], train_overrides(BUNDLE, data, out))
-    overrides = out / "tiny.json"
-    overrides.write_text(json.dumps(network_overrides(BUNDLE)))
     image = nib.load(data / "imagesTr" / "case1.nii.gz").get_fdata().astype(np.float32)
     scan = write_volume(out / "scans" / "oblique.nii.gz", image, OBLIQUE)
-    return {"weights": out / "models" / "model.pt", "overrides": overrides, "scan": scan, "root": out}
+    return {"weights": out / "models" / "model.pt", "scan": scan, "root": out}
 
 
 def segment_args(trained: dict[str, Path], scan: Path, output: Path, *extra: str) -> list[str]:
     return ["segment", "--bundle", str(BUNDLES / BUNDLE), "--input", str(scan), "--output", str(output),
-            "--checkpoint", str(trained["weights"]), "--overrides", str(trained["overrides"]), *extra]
+            "--checkpoint", str(trained["weights"]), *extra]
 
 
 def write_dicom(path: Path, image: np.ndarray, affine: np.ndarray) -> None:
@@ -143,7 +141,7 @@ def test_segment_refuses_bad_input_in_one_line_and_writes_nothing(
         output.mkdir(mode=0o555)
     args = segment_args(trained, scan, output)
     if case == "missing overrides":
-        args[args.index("--overrides") + 1] = str(tmp_path / "missing.json")
+        args += ["--overrides", str(tmp_path / "missing.json")]
     before = sorted(output.iterdir()) if output.exists() else None
     result = cli(*args, *extra)
     assert result.returncode != 0
@@ -170,7 +168,7 @@ def package_zip(trained: dict[str, Path], tmp_path_factory: pytest.TempPathFacto
     shutil.copytree(BUNDLES / BUNDLE, bundle, ignore=shutil.ignore_patterns("models", "runs", "eval", "__pycache__"))
     (bundle / "models").mkdir()
     shutil.copy2(trained["weights"], bundle / "models" / "model.pt")
-    result = cli("package", str(bundle), "--output_dir", str(work / "dist"), "--overrides", str(trained["overrides"]))
+    result = cli("package", str(bundle), "--output_dir", str(work / "dist"))
     assert result.returncode == 0, result.stderr[-3000:]
     return Path(result.stdout.strip().splitlines()[-1])
 
