@@ -26,8 +26,6 @@ from monai.transforms import (
     MapTransform,
     Orientationd,
     RandCropByPosNegLabeld,
-    RandScaleIntensityd,
-    RandShiftIntensityd,
     SaveImaged,
     ScaleIntensityRanged,
     ScaleIntensityRangePercentilesd,
@@ -35,6 +33,7 @@ from monai.transforms import (
     SpatialPadd,
 )
 
+from common.augmentation import augmentations
 from common.errors import InputError
 from common.io import AtomicNibabelWriter
 from common.transforms import LoadVolumed, ValidateVolumed
@@ -108,9 +107,10 @@ def load_volumes(
     ]
 
 
-def training_crops(roi_size: Sequence[int], num_samples: int) -> list[MapTransform]:
+def training_crops(roi_size: Sequence[int], num_samples: int, augmentation: Mapping[str, Any] | None) -> list[MapTransform]:
     """``num_samples`` random ``roi_size`` crops per volume, centred half on foreground and half on
-    background (label indices computed once per volume), with mild intensity augmentation."""
+    background (label indices computed once per volume), each augmented by the ``augmentation``
+    policy (:func:`common.augmentation.augmentations`; ``None``: none)."""
     keys = ["image", "label"]
     return [
         SpatialPadd(keys, spatial_size=roi_size),
@@ -120,8 +120,7 @@ def training_crops(roi_size: Sequence[int], num_samples: int) -> list[MapTransfo
             fg_indices_key="label_fg_indices", bg_indices_key="label_bg_indices",
         ),
         DeleteItemsd(["label_fg_indices", "label_bg_indices"]),
-        RandScaleIntensityd("image", factors=0.1, prob=0.5),
-        RandShiftIntensityd("image", offsets=0.1, prob=0.5),
+        *augmentations(augmentation, roi_size, keys),
     ]
 
 

@@ -1,0 +1,89 @@
+"""The collection's training augmentation: nnU-Net's family of spatial and intensity augmentations,
+built from MONAI transforms, with every probability and range a key of one config dict."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from monai.transforms import (
+    MapTransform,
+    RandAdjustContrastd,
+    RandAffined,
+    RandFlipd,
+    RandGaussianNoised,
+    RandGaussianSmoothd,
+    RandScaleIntensityd,
+    RandScaleIntensityFixedMeand,
+    RandSimulateLowResolutiond,
+)
+
+from common.errors import InputError
+
+# nnU-Net v2's default training augmentation (nnUNetTrainer), as the configs' ``augmentation`` shows it.
+NNUNET_POLICY: dict[str, Any] = {
+    "spatial_prob": 0.2,
+    "rotate_degrees": 30.0,
+    "scale": [0.7, 1.4],
+    "mirror_axes": [],
+    "noise_prob": 0.1,
+    "noise_std": 0.1,
+    "blur_prob": 0.2,
+    "blur_sigma": [0.5, 1.0],
+    "brightness_prob": 0.15,
+    "brightness": [0.75, 1.25],
+    "contrast_prob": 0.15,
+    "contrast": [0.75, 1.25],
+    "low_resolution_prob": 0.25,
+    "low_resolution_zoom": [0.5, 1.0],
+    "gamma_prob": 0.3,
+    "inverted_gamma_prob": 0.1,
+    "gamma": [0.7, 1.5],
+}
+ANISOTROPIC_PATCH = 3.0  # nnU-Net: a patch this much longer than its short axis is rotated in-plane only
+
+
+def rotation_range(roi_size: Sequence[int], degrees: float) -> list[float]:
+    """Rotation range in radians about each axis: all three, or only about the short axis of a
+    patch more than ``ANISOTROPIC_PATCH`` times longer than it is short (nnU-Net's in-plane
+    augmentation of thin patches, whose corners would otherwise rotate out of the patch)."""
+    radians = math.radians(degrees)
+    if max(roi_size) < ANISOTROPIC_PATCH * min(roi_size):
+        return [radians] * 3
+    short = min(range(3), key=lambda axis: roi_size[axis])
+    return [radians if axis == short else 0.0 for axis in range(3)]
+
+
+def augmentations(policy: Mapping[str, Any] | None, roi_size: Sequence[int], keys: Sequence[str] = ("image", "label")) -> list[MapTransform]:
+    """The random transforms of ``policy`` (keys as in :data:`NNUNET_POLICY`), for crops of
+    ``roi_size`` of ``image`` (``(C, D, H, W)``, normalised) and ``label``; ``None`` switches
+    augmentation off. Spatial transforms move the label with the image (nearest neighbour); the
+    others change the image only. A probability of 0 leaves its transform out.
+
+    Raises:
+        InputError: a policy key that is missing or unknown, naming it.
+    """
+    if policy is None:
+        return []
+    unknown, missing = sorted(set(policy) - set(NNUNET_POLICY)), sorted(set(NNUNET_POLICY) - set(policy))
+    if unknown or missing:
+        raise InputError(f"augmentation: unknown keys {unknown}, missing keys {missing}; the policy has {sorted(NNUNET_POLICY)}")
+    p = dict(policy)
+    image, both = keys[0], list(keys)
+    low, high = p["scale"]
+    candidates = [
+        (p["spatial_prob"], lambda prob: RandAffined(
+            both, prob=prob, rotate_range=rotation_range(roi_size, p["rotate_degrees"]), scale_range=[(low - 1, high - 1)] * 3,
+            mode=["bilinear", "nearest"][: len(both)], padding_mode="zeros")),
+        (p["noise_prob"], lambda prob: RandGaussianNoised(image, prob=prob, std=p["noise_std"])),
+        (p["blur_prob"], lambda prob: RandGaussianSmoothd(image, sigma_x=p["blur_sigma"], sigma_y=p["blur_sigma"], sigma_z=p["blur_sigma"], prob=prob)),
+        (p["brightness_prob"], lambda prob: RandScaleIntensityd(image, factors=[f - 1 for f in p["brightness"]], prob=prob)),
+        (p["contrast_prob"], lambda prob: RandScaleIntensityFixedMeand(image, factors=[f - 1 for f in p["contrast"]], preserve_range=True, prob=prob)),
+        (p["low_resolution_prob"], lambda prob: RandSimulateLowResolutiond(image, zoom_range=p["low_resolution_zoom"], prob=prob)),
+        (p["inverted_gamma_prob"], lambda prob: RandAdjustContrastd(image, gamma=p["gamma"], invert_image=True, retain_stats=True, prob=prob)),
+        (p["gamma_prob"], lambda prob: RandAdjustContrastd(image, gamma=p["gamma"], retain_stats=True, prob=prob)),
+    ]
+    transforms = [make(prob) for prob, make in candidates if prob > 0]
+    transforms += [RandFlipd(both, prob=0.5, spatial_axis=axis) for axis in p["mirror_axes"]]
+    return transforms
