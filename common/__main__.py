@@ -1,7 +1,7 @@
 """Command line of the collection: ``python -m common <command> --help``.
 
 Commands: ``segment`` (one scan with one bundle), ``plan`` (fit the bundles to a data set),
-``package`` and ``verify`` (self-contained bundle zips), ``export`` (TorchScript and ONNX),
+``package``, ``verify`` and ``unpack`` (self-contained bundle zips), ``export`` (TorchScript and ONNX),
 ``prepare_data`` (the embedded demo data sets).
 """
 
@@ -12,9 +12,10 @@ import fire
 from common.demo_data import build_mni152_dataset, build_vertebrae_dataset
 from common.errors import report_input_errors_briefly
 from common.export import export
-from common.package import package, verify
+from common.package import package
 from common.plan import plan
 from common.segment import segment
+from common.verify import unpack, verify
 
 
 def prepare_data(data_dir: str = "data") -> list[str]:
@@ -29,4 +30,4 @@ def prepare_data(data_dir: str = "data") -> list[str]:
 
 if __name__ == "__main__":
     report_input_errors_briefly()
-    fire.Fire({"segment": segment, "plan": plan, "package": package, "verify": verify, "export": export, "prepare_data": prepare_data})
+    fire.Fire({"segment": segment, "plan": plan, "package": package, "verify": verify, "unpack": unpack, "export": export, "prepare_data": prepare_data})

@@ -3,7 +3,6 @@ zip with a SHA-256 manifest of every file; and the check of that manifest."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 import tempfile
@@ -13,13 +12,13 @@ from pathlib import Path, PurePosixPath
 
 from common.bundle import bundle_folder, load_network, read_metadata
 from common.checkpoints import trained_settings
-from common.errors import InputError, first_line
+from common.errors import InputError
 from common.io import file_sha256, write_atomically
+from common.verify import MANIFEST
 
-MANIFEST = "manifest.sha256"
 BUNDLE_PARTS = ("configs", "scripts", "docs", "LICENSE")
 RUNTIME_PACKAGES = ("torch", "monai", "pytorch-ignite", "nibabel", "itk", "einops", "numpy", "fire", "tqdm", "matplotlib")
-# written by running a bundle, not part of what was shipped
+# written by running a bundle, not part of what is shipped
 RUN_OUTPUTS = ("__pycache__", "runs", "eval")
 
 
@@ -120,45 +119,3 @@ def package(bundle: str, output_dir: str = "dist", checkpoint: str | None = None
 
         write_atomically(archive, write_zip)
     return str(archive)
-
-
-def _package_files(package_path: Path) -> dict[str, bytes | Path]:
-    """Relative path -> content (zip) or file (folder) of everything shipped in a package; files a
-    run of the bundle writes (``RUN_OUTPUTS``) are not counted."""
-    if package_path.is_dir():
-        return {p.relative_to(package_path).as_posix(): p for p in package_path.rglob("*")
-                if p.is_file() and not set(RUN_OUTPUTS) & set(p.relative_to(package_path).parts)}
-    try:
-        with zipfile.ZipFile(package_path) as bundle_zip:
-            entries = {n: bundle_zip.read(n) for n in bundle_zip.namelist() if not n.endswith("/")}
-    except (zipfile.BadZipFile, OSError) as err:
-        raise InputError(f"{package_path}: not a readable zip ({first_line(err)})") from err
-    roots = {n.split("/", 1)[0] for n in entries}
-    if len(roots) != 1:
-        raise InputError(f"{package_path}: expected one bundle folder at the top of the zip, found {sorted(roots)}")
-    return {n.split("/", 1)[1]: content for n, content in entries.items()}
-
-
-def verify(package_path: str) -> str:
-    """Check a package (zip or unzipped folder) against its ``manifest.sha256``: every listed file
-    present and unchanged, no file added. Raises :class:`InputError` naming the first problems.
-
-    Args:
-        package_path: ``dist/<name>-<version>.zip``, or the folder it was unzipped to.
-    """
-    path = Path(package_path)
-    if not path.exists():
-        raise InputError(f"{path}: no such package")
-    files = _package_files(path)
-    if MANIFEST not in files:
-        raise InputError(f"{path}: no {MANIFEST}; not a package built by `python -m common package`")
-    read = lambda content: content.read_bytes() if isinstance(content, Path) else content
-    listed = dict(reversed(line.split("  ", 1)) for line in read(files.pop(MANIFEST)).decode().splitlines() if line)
-    problems = [f"{name}: missing" for name in sorted(set(listed) - set(files))]
-    problems += [f"{name}: not in the manifest" for name in sorted(set(files) - set(listed))]
-    problems += [f"{name}: changed (SHA-256 differs)" for name in sorted(set(files) & set(listed))
-                 if hashlib.sha256(read(files[name])).hexdigest() != listed[name]]
-    if problems:
-        shown = "; ".join(problems[:5]) + (f"; and {len(problems) - 5} more" if len(problems) > 5 else "")
-        raise InputError(f"{path}: does not match its manifest: {shown}")
-    return f"{path}: {len(listed)} files match {MANIFEST}"
