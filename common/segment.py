@@ -9,6 +9,8 @@ import platform
 import shutil
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -20,10 +22,11 @@ from monai.data import MetaTensor
 from monai.transforms import LoadImage
 
 from common.bundle import bundle_folder, bundle_workflow, read_metadata, read_overrides
-from common.errors import InputError, first_line
+from common.errors import InputError, brief_message, find_input_error, first_line
+from common.geometry import check_geometry
 from common.io import file_sha256, write_json
 from common.overlay import save_overlay
-from common.package import MANIFEST
+from common.verify import MANIFEST
 from common.scan import Scan, find_scan
 
 logger = logging.getLogger(__name__)
@@ -59,24 +62,28 @@ def open_output_folder(output: Path) -> tuple[Path, bool]:
         raise InputError(f"{output}: cannot write the outputs there ({err.strerror or first_line(err)})") from err
 
 
-def run_inference(folder: Path, scan: Scan, staging: Path, device: torch.device, checkpoint: str | None,
+def run_inference(folder: Path, scan: Scan, staging: Path, device: torch.device, weights: Path,
                   overrides: dict) -> tuple[Path, list[str]]:
-    """Run the bundle's ``inference.json`` on ``scan``; return the label volume written in ``staging``
-    and the class names of its labels (those the weights were trained with)."""
+    """Run the bundle's ``inference.json`` with ``weights`` on ``scan``; return the label volume
+    written in ``staging`` and the class names of its labels (those the weights were trained with).
+    Paths reach the config as ``Path`` objects, which MONAI never parses: a file name is never read
+    as an expression (``$``), a reference (``@``), a macro (``%``) or a key path (``#``)."""
     settings = {
         **overrides,
         "device": device,
-        "output_dir": str(staging),
+        "output_dir": staging.absolute(),
         "num_workers": 0,
-        "dataset#data": [{"image": str(scan.source)}],
+        "dataset#data": [{"image": scan.source.absolute()}],
         "inferer#progress": True,
+        "ckpt_path": weights.absolute(),
     }
-    if checkpoint is not None:
-        settings["ckpt_path"] = str(Path(checkpoint).resolve())
     if scan.series_uid is not None:
         settings["preprocessing#transforms#reader"] = scan.reader()
     workflow = bundle_workflow(folder, "inference.json", "infer", settings)
     workflow.initialize()
+    parsed = workflow.parser.get_parsed_content
+    if scan.geometry is not None:
+        check_geometry(scan.path, scan.geometry, parsed("max_voxels"), parsed("spacing"), parsed("max_resampled_voxels"))
     workflow.run()
     workflow.finalize()
     written = sorted(staging.glob("*.nii.gz"))
@@ -85,23 +92,38 @@ def run_inference(folder: Path, scan: Scan, staging: Path, device: torch.device,
     return written[0], list(workflow.parser.get_parsed_content("class_names"))
 
 
-def run_with_cpu_fallback(folder: Path, scan: Scan, staging: Path, device: torch.device, checkpoint: str | None,
+def run_with_cpu_fallback(folder: Path, scan: Scan, staging: Path, device: torch.device, weights: Path,
                           overrides: dict) -> tuple[Path, list[str], torch.device]:
     """:func:`run_inference`; when a GPU runs out of memory, once more on the CPU."""
     try:
-        return *run_inference(folder, scan, staging, device, checkpoint, overrides), device
+        return *run_inference(folder, scan, staging, device, weights, overrides), device
     except torch.OutOfMemoryError:
         if device.type != "cuda":
             raise
         logger.warning(f"{device} ran out of memory on {scan.path}; segmenting on the CPU instead")
         torch.cuda.empty_cache()
-        for leftover in staging.iterdir():
+        for leftover in staging.glob("*.nii.gz"):
             leftover.unlink()
         cpu = torch.device("cpu")
-        return *run_inference(folder, scan, staging, cpu, checkpoint, overrides), cpu
+        return *run_inference(folder, scan, staging, cpu, weights, overrides), cpu
 
 
-def bundle_facts(folder: Path, metadata: dict[str, Any], weights: Path) -> dict[str, Any]:
+@contextmanager
+def errors_naming(originals: dict[Path, Path]) -> Iterator[None]:
+    """Bad-input errors raised on the staged copies (wrapped by MONAI or not) name the user's files instead."""
+    try:
+        yield
+    except Exception as err:
+        input_error = find_input_error(err)
+        if input_error is None:
+            raise
+        message = brief_message(input_error)
+        for copy, original in originals.items():
+            message = message.replace(str(copy.absolute()), str(original))
+        raise InputError(message) from err
+
+
+def bundle_facts(folder: Path, metadata: dict[str, Any], weights: Path, weights_sha256: str) -> dict[str, Any]:
     """Name, version, intended use and checksums of the bundle that made the segmentation."""
     manifest = folder / MANIFEST
     return {
@@ -109,7 +131,7 @@ def bundle_facts(folder: Path, metadata: dict[str, Any], weights: Path) -> dict[
         "version": metadata["version"],
         "folder": str(folder),
         "weights": str(weights),
-        "weights_sha256": file_sha256(weights),
+        "weights_sha256": weights_sha256,
         "manifest_sha256": file_sha256(manifest) if manifest.is_file() else None,
         "intended_use": metadata.get("intended_use"),
     }
@@ -130,7 +152,10 @@ def segment(
 
     The label volume is on the scan's own grid, with its affine. The report gives the volume in mL
     of each structure, the bundle's name, version and checksums, the scan's checksum, the date, the
-    device and the run time. Nothing is left in ``output`` when anything fails.
+    device and the run time. The scan and the weights are first copied into a private staging
+    folder and hashed there: the checksums are those of exactly the bytes used. A DICOM series is
+    refused when its slices do not make one volume (missing slice, uneven spacing, mixed
+    orientations). Nothing is left in ``output`` when anything fails.
 
     Args:
         bundle: the bundle folder, e.g. ``bundles/unetr``.
@@ -151,23 +176,30 @@ def segment(
     chosen = choose_device(device)
     settings = read_overrides(overrides)
     weights = Path(checkpoint) if checkpoint else folder / "models" / "model.pt"
-    destination = Path(output)
+    if not weights.is_file():
+        raise InputError(f"{weights}: checkpoint not found; train the bundle first or pass --checkpoint")
+    destination = Path(output).absolute()
     staging, created = open_output_folder(destination)
     moved: list[Path] = []
     try:
         logger.info(f"segmenting {scan.path} with {metadata['name']} {metadata['version']} on {chosen}")
-        written, names, used = run_with_cpu_fallback(folder, scan, staging, chosen, checkpoint, settings)
+        local = scan.staged(staging / "input")
+        (staging / "weights").mkdir()
+        used_weights = Path(shutil.copyfile(weights, staging / "weights" / weights.name))
+        weights_sha256 = file_sha256(used_weights)
+        with errors_naming(originals={used_weights: weights, local.source: scan.source}):
+            written, names, used = run_with_cpu_fallback(folder, local, staging, chosen, used_weights, settings)
         label = LoadImage(image_only=True, ensure_channel_first=True)(written)
-        image = LoadImage(reader=scan.reader(), image_only=True, ensure_channel_first=True)(scan.source)
+        image = LoadImage(reader=local.reader(), image_only=True, ensure_channel_first=True)(local.source)
         outputs = {kind: staging / f"{scan.name}_{kind}{suffix}" for kind, suffix in
                    (("seg", ".nii.gz"), ("overlay", ".png"), ("report", ".json"))}
         os.replace(written, outputs["seg"])
         save_overlay(image, label, names, outputs["overlay"], title=f"{scan.name}: {metadata['name']} {metadata['version']}")
         report = {
-            "scan": {"path": str(scan.path), "series_uid": scan.series_uid, "sha256": scan.sha256(),
+            "scan": {"path": str(scan.path), "series_uid": scan.series_uid, "sha256": local.sha256(),
                      "shape": list(label.shape[1:]), "spacing_mm": [round(float(s), 4) for s in label.pixdim[:3]]},
             "volumes_ml": class_volumes_ml(label, names),
-            "bundle": bundle_facts(folder, metadata, weights),
+            "bundle": bundle_facts(folder, metadata, weights, weights_sha256),
             "outputs": {kind: path.name for kind, path in outputs.items() if kind != "report"},
             "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "device": str(used),

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Mapping
+from collections.abc import Hashable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -12,6 +13,7 @@ from monai.data import MetaTensor
 from monai.transforms import LoadImaged, MapTransform
 
 from common.errors import InputError, first_line
+from common.geometry import DEFAULT_MAX_RESAMPLED_VOXELS, DEFAULT_MAX_VOXELS, check_geometry, read_geometry
 
 
 def source_name(volume: Any) -> str:
@@ -21,10 +23,33 @@ def source_name(volume: Any) -> str:
 
 
 class LoadVolumed(LoadImaged):
-    """:class:`monai.transforms.LoadImaged` whose read failures raise :class:`InputError` naming the
-    file (missing, truncated, not an image). Same arguments as ``LoadImaged``."""
+    """:class:`monai.transforms.LoadImaged` that first reads each file's header and refuses, before
+    any voxel is read, a grid of more than ``max_voxels`` values as stored, or more than
+    ``max_resampled_voxels`` once resampled to ``spacing``, or a voxel size or affine that is zero,
+    negative or not finite
+    (:func:`common.geometry.check_geometry`); and whose read failures raise :class:`InputError`
+    naming the file (missing, truncated, not an image). A folder (a DICOM series) is checked when
+    it is found (:func:`common.scan.find_scan`).
+
+    Args:
+        keys: keys of the files to load.
+        max_voxels: the most values an image may hold as stored.
+        spacing: the voxel size in mm the pipeline resamples to (``None``: not resampled).
+        max_resampled_voxels: the most values an image may hold once resampled.
+        kwargs: other arguments of ``LoadImaged``.
+    """
+
+    def __init__(self, keys: KeysCollection, max_voxels: int = DEFAULT_MAX_VOXELS, spacing: Sequence[float] | None = None,
+                 max_resampled_voxels: int = DEFAULT_MAX_RESAMPLED_VOXELS, **kwargs) -> None:
+        super().__init__(keys, **kwargs)
+        self.max_voxels, self.max_resampled_voxels = max_voxels, max_resampled_voxels
+        self.spacing = None if spacing is None else list(spacing)
 
     def __call__(self, data: Mapping[Hashable, Any], reader: Any = None) -> dict[Hashable, Any]:
+        for key in self.key_iterator(dict(data)):
+            for path in [data[key]] if isinstance(data[key], (str, Path)) else data[key]:
+                if Path(path).is_file():
+                    check_geometry(path, read_geometry(path), self.max_voxels, self.spacing, self.max_resampled_voxels)
         try:
             return super().__call__(data, reader)
         except Exception as err:

@@ -163,3 +163,62 @@ def test_bad_checkpoint_stops_inference(name: str, content, problem: str, tmp_pa
     result = _inference(tmp_path, checkpoint)
     assert_one_line_error(result, checkpoint, problem)
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+def header_claims_a_huge_grid(root: Path) -> Path:
+    """A 52-byte .nii.gz whose header claims 1024^3 float32 voxels (4 GiB)."""
+    import gzip
+
+    header = nib.Nifti1Header()
+    header.set_data_shape((1024, 1024, 1024))
+    header.set_data_dtype(np.float32)
+    path = root / "imagesTr" / "case0.nii.gz"
+    path.write_bytes(gzip.compress(header.binaryblock + b"\0" * 4))
+    return path
+
+
+def voxels_of_200_mm(root: Path) -> Path:
+    """8^3 voxels of 200 mm: resampled to 2 mm that is 800^3 voxels."""
+    path = root / "imagesTr" / "case0.nii.gz"
+    write_volume(path, np.ones((8, 8, 8), dtype=np.float32), np.diag([200.0, 200.0, 200.0, 1.0]))
+    write_volume(root / "labelsTr" / "case0.nii.gz", np.zeros((8, 8, 8), dtype=np.uint8), np.diag([200.0, 200.0, 200.0, 1.0]))
+    return path
+
+
+def _with_sform(path: Path, sform: np.ndarray) -> Path:
+    """Rewrite ``path`` with ``sform`` as its only affine (no qform), as a broken header has it."""
+    data = np.asarray(nib.load(path).dataobj)
+    header = nib.Nifti1Header()
+    header.set_data_shape(data.shape)
+    header.set_data_dtype(data.dtype)
+    header.set_sform(sform, code=1)
+    header.set_qform(None, code=0)
+    nib.save(nib.Nifti1Image(data, None, header), path)
+    return path
+
+
+def zero_voxel_size(root: Path) -> Path:
+    return _with_sform(root / "imagesTr" / "case0.nii.gz", np.diag([2.0, 0.0, 2.0, 1.0]))
+
+
+def nan_affine(root: Path) -> Path:
+    return _with_sform(root / "imagesTr" / "case0.nii.gz", np.array([[np.nan, 0, 0, 0], [0, 2, 0, 0], [0, 0, 2, 0], [0, 0, 0, 1]]))
+
+
+HEADER_CASES: dict[str, tuple[Callable[[Path], Path], str]] = {
+    "huge grid": (header_claims_a_huge_grid, "1,073,741,824 values, more than max_voxels 536,870,912; refused before reading"),
+    "200 mm voxels": (voxels_of_200_mm, "makes 800 x 800 x 800 = 512,000,000 values, more than max_resampled_voxels 134,217,728"),
+    "zero voxel size": (zero_voxel_size, "every axis needs a positive size"),
+    "NaN affine": (nan_affine, "affine holds NaN or infinite values"),
+}
+
+
+@pytest.mark.parametrize("case", list(HEADER_CASES))
+def test_implausible_headers_are_refused_before_allocation(case: str, tmp_path: Path) -> None:
+    damage, problem = HEADER_CASES[case]
+    root = make_dataset(tmp_path / "data")
+    path = damage(root)
+    overrides = {**TINY, "dataset_dir": str(root), "ckpt_dir": str(tmp_path / "models"), "output_dir": str(tmp_path / "runs")}
+    result = run_bundle("unetr", ["train.json"], overrides, check=False)
+    assert_one_line_error(result, path, problem)
+    assert not (tmp_path / "models").exists() or not any((tmp_path / "models").iterdir())

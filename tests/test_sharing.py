@@ -96,11 +96,11 @@ def test_segment_reads_the_chosen_dicom_series_and_keeps_its_geometry(trained: d
     uid = last_line(several).split("--series UID: ")[1].split(" (")[0]
     chosen = cli(*segment_args(trained, tmp_path / "study", tmp_path / "out", "--series", uid))
     assert chosen.returncode == 0, chosen.stderr[-3000:]
-    seg = LoadImage(image_only=True)(tmp_path / "out" / "study_seg.nii.gz")
+    seg = LoadImage(image_only=True)(tmp_path / "out" / f"study_{uid}_seg.nii.gz")
     dicom = LoadImage(reader=ITKReader(series_name=uid), image_only=True)(tmp_path / "study")
     assert seg.shape == dicom.shape
     np.testing.assert_allclose(seg.affine.numpy(), dicom.affine.numpy(), atol=1e-3)
-    assert json.loads((tmp_path / "out" / "study_report.json").read_text())["scan"]["series_uid"] == uid
+    assert json.loads((tmp_path / "out" / f"study_{uid}_report.json").read_text())["scan"]["series_uid"] == uid
 
 
 def bad_checkpoint(kind: str, trained: dict[str, Path], folder: Path) -> Path:
@@ -180,7 +180,7 @@ def unzip(archive: Path, target: Path) -> Path:
 
 
 def test_unzipped_package_verifies_and_segments_on_its_own(package_zip: Path, trained: dict[str, Path], tmp_path: Path) -> None:
-    assert package_zip.name == "unetr-0.1.0.zip"
+    assert package_zip.name == "unetr-0.2.0.zip"
     assert cli("verify", str(package_zip)).returncode == 0
     folder = unzip(package_zip, tmp_path)
     assert REPO_ROOT not in folder.parents
@@ -219,3 +219,85 @@ def test_package_refuses_a_bundle_without_weights(tmp_path: Path) -> None:
     result = cli("package", str(bundle), "--output_dir", str(tmp_path / "dist"))
     assert result.returncode != 0 and "no trained weights to package" in last_line(result)
     assert not (tmp_path / "dist").exists() or not list((tmp_path / "dist").iterdir())
+
+
+CODE_LIKE_NAMES = ['$print("INJECTED")or"x"', "@network_def", "%train.json#run"]  # '#' too: MONAI's key separator
+
+
+def injected(result: subprocess.CompletedProcess) -> bool:
+    """Whether the ``$print("INJECTED")`` of a file name ran (its name in a log line is no harm)."""
+    return "INJECTED" in [line.strip() for line in (result.stdout + result.stderr).splitlines()]
+
+
+@pytest.mark.parametrize("name", CODE_LIKE_NAMES)
+def test_file_and_folder_names_that_look_like_config_code_stay_data(name: str, trained: dict[str, Path], tmp_path: Path) -> None:
+    """MONAI reads a config string starting with ``$``, ``@`` or ``%`` as code, a reference or a
+    macro; scan names and folders are passed as data (absolute paths), whatever they are called."""
+    folder = tmp_path / name
+    folder.mkdir()
+    shutil.copy2(trained["scan"], folder / f"{name}.nii.gz")
+    result = cli("segment", "--bundle", str(BUNDLES / BUNDLE), "--input", f"{name}/{name}.nii.gz", "--output", f"{name}/out",
+                 "--checkpoint", str(trained["weights"]), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert not injected(result)
+    assert sorted(p.name for p in (folder / "out").iterdir()) == [f"{name}_{kind}" for kind in ("overlay.png", "report.json", "seg.nii.gz")]
+    scans = tmp_path / name.replace("#", "_")  # a folder given on the monai.bundle command line cannot hold '#'
+    scans.mkdir(exist_ok=True)
+    shutil.copy2(trained["scan"], scans / f"{name}.nii.gz")
+    inferred = run_bundle(BUNDLE, ["inference.json"], {"input_dir": str(scans), "output_dir": str(tmp_path / "segs"),
+                                                       "ckpt_path": str(trained["weights"]), "num_workers": 0})
+    assert not injected(inferred)
+    assert [p.name for p in (tmp_path / "segs").iterdir()] == [f"{name}_seg.nii.gz"]
+
+
+def test_segment_hashes_exactly_the_files_and_weights_it_used(trained: dict[str, Path], tmp_path: Path) -> None:
+    from common.io import file_sha256
+
+    result = cli(*segment_args(trained, trained["scan"], tmp_path / "out"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads((tmp_path / "out" / "oblique_report.json").read_text())
+    assert report["scan"]["sha256"] == file_sha256(trained["scan"])
+    assert report["bundle"]["weights_sha256"] == file_sha256(trained["weights"])
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["oblique_overlay.png", "oblique_report.json", "oblique_seg.nii.gz"]
+
+
+def test_two_series_of_one_folder_never_share_outputs(trained: dict[str, Path], tmp_path: Path) -> None:
+    from conftest import write_dicom_series
+
+    volume = nib.load(trained["scan"]).get_fdata().astype(np.float32)[:, :, :20] * 1000
+    first = write_dicom_series(tmp_path / "study" / "a", volume)
+    second = write_dicom_series(tmp_path / "study" / "b", volume[::-1].copy())
+    for uid in (first, second):
+        result = cli(*segment_args(trained, tmp_path / "study", tmp_path / "out", "--series", uid))
+        assert result.returncode == 0, result.stderr[-3000:]
+    names = sorted(p.name for p in (tmp_path / "out").iterdir())
+    assert names == sorted(f"study_{uid}_{kind}" for uid in (first, second) for kind in ("overlay.png", "report.json", "seg.nii.gz"))
+    report = json.loads((tmp_path / "out" / f"study_{first}_report.json").read_text())
+    slices = sorted((tmp_path / "study" / "a").glob("*.dcm"))
+    from common.scan import Scan
+
+    assert report["scan"]["sha256"] == Scan(tmp_path / "study", slices, first).sha256()  # the 20 files read, nothing else
+
+
+@pytest.mark.parametrize(
+    "case, problem",
+    [
+        ("missing slice", "a slice is missing between 8.00 and 12.00 mm (a gap of 4.00 mm, slices every 2.00 mm)"),
+        ("uneven spacing", "uneven slice spacing, from 1.600 to 2.000 mm"),
+        ("mixed orientations", "the series mixes slice orientations"),
+    ],
+)
+def test_a_dicom_series_that_is_not_one_volume_is_refused(case: str, problem: str, trained: dict[str, Path], tmp_path: Path) -> None:
+    from conftest import write_dicom_series
+
+    volume = np.full((24, 20, 10), 500.0, dtype=np.float32)
+    positions = [2.0 * i for i in range(10)]
+    if case == "missing slice":
+        positions = [p for p in positions if p != 10.0] + [20.0]
+    elif case == "uneven spacing":
+        positions = [0.0, 2.0, 4.0, 6.0, 8.0, 9.6, 11.6, 13.6, 15.6, 17.6]
+    write_dicom_series(tmp_path / "series", volume, positions=positions, tilted={5} if case == "mixed orientations" else None)
+    result = cli(*segment_args(trained, tmp_path / "series", tmp_path / "out"))
+    assert result.returncode != 0
+    assert last_line(result) .startswith(f"error: {tmp_path / 'series'}: ") and problem in last_line(result), result.stderr[-2000:]
+    assert not (tmp_path / "out").exists()
