@@ -3,17 +3,20 @@ was trained with (recorded beside its weights, read back by inference), and find
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import ignite.distributed as idist
 import torch
-from ignite.engine import Engine
+from ignite.engine import Engine, Events
 from ignite.handlers import Checkpoint
 from monai.handlers import CheckpointLoader
 
 from common.errors import InputError, first_line
+from common.io import write_atomically
 
 _EPOCH_CHECKPOINT = re.compile(r"checkpoint_epoch=(\d+)\.pt$")
 # Recorded settings that only size the sliding window: inference may use another without contradicting the weights.
@@ -144,3 +147,93 @@ class CheckpointMetadata:
 
     def load_state_dict(self, state: dict) -> None:
         self.fields = dict(state)
+
+
+def _unwrapped(network: torch.nn.Module) -> torch.nn.Module:
+    """The network inside a ``DistributedDataParallel`` wrapper, or ``network``."""
+    return network.module if isinstance(network, torch.nn.parallel.DistributedDataParallel) else network
+
+
+class BestWeights:
+    """``model.pt`` rewritten only with weights that beat, on the validation metric, the best so far,
+    and written so that a failed save leaves the previous file in place.
+
+    The best so far is, on resume, the run's own best (restored with the trainer); otherwise the
+    score, on this run's validation data, of the weights already in ``model.pt`` (scored once before
+    the first training step, so that a new run or a MONAI Label round never replaces better weights
+    with worse ones). Weights recorded with other settings than this run's (another network size,
+    other classes ...) stop the run before training, naming the file. The new file is written to a
+    temporary name, loaded back with ``torch.load(weights_only=True)``, then renamed over the old one.
+
+    Args:
+        ckpt_dir: folder of ``model.pt``.
+        network: the trained network (``DistributedDataParallel`` or not).
+        evaluator: the validation engine whose ``metric_name`` decides.
+        metadata: saved beside the weights (:class:`CheckpointMetadata`); its ``settings`` are what
+            weights already there must have been trained with.
+        metric_name: the validation metric, higher is better.
+        filename: the weights' file name.
+    """
+
+    def __init__(self, ckpt_dir: str, network: torch.nn.Module, evaluator: Engine, metadata: CheckpointMetadata,
+                 metric_name: str = "val_mean_dice", filename: str = "model.pt") -> None:
+        self.path = Path(ckpt_dir) / filename
+        self.network, self.evaluator, self.metadata, self.metric_name = network, evaluator, metadata, metric_name
+        self.best: float | None = None
+        self.scoring_existing = False
+        self.logger = logging.getLogger(__name__)
+
+    def attach(self, trainer: Engine) -> None:
+        trainer.add_event_handler(Events.STARTED, self.score_existing)
+        self.evaluator.add_event_handler(Events.COMPLETED, self.save_if_better)
+
+    def score_existing(self, trainer: Engine) -> None:
+        """The score of the weights already in ``model.pt`` becomes the one to beat (unless resumed)."""
+        if self.best is not None or not self.path.is_file():
+            return
+        checkpoint = read_checkpoint(self.path)
+        metadata = checkpoint.get("metadata", {})
+        disagree = contradictions(metadata.get("settings", {}) if isinstance(metadata, dict) else {}, self.metadata.fields.get("settings", {}))
+        network = _unwrapped(self.network)
+        current = {key: value.clone() for key, value in network.state_dict().items()}
+        try:
+            if disagree:
+                raise InputError("; ".join(disagree))
+            network.load_state_dict(checkpoint.get("model", {}), strict=True)
+        except (InputError, RuntimeError) as err:
+            raise InputError(f"{self.path}: weights of another run are there ({' '.join(str(err).split())[:300]}); "
+                             "move them or pass another --ckpt_dir, they are never overwritten by other weights") from err
+        self.scoring_existing = True
+        try:
+            self.evaluator.run()
+            self.best = float(self.evaluator.state.metrics[self.metric_name])
+        finally:
+            self.scoring_existing = False
+            network.load_state_dict(current)
+        self.logger.info(f"{self.path}: the weights already there score {self.metric_name} {self.best:.4f} on this validation "
+                         "data; they are replaced only by better ones")
+
+    def save_if_better(self, evaluator: Engine) -> None:
+        if self.scoring_existing:
+            return
+        score = float(evaluator.state.metrics[self.metric_name])
+        if self.best is not None and not score > self.best:
+            return
+        self.best = score
+        if idist.get_rank() != 0:
+            return
+        validation = {"metric": self.metric_name, "value": score, "epoch": evaluator.state.epoch}
+        content = {"model": _unwrapped(self.network).state_dict(), "metadata": {**self.metadata.state_dict(), "validation": validation}}
+
+        def write(staging: Path) -> None:
+            torch.save(content, staging)
+            read_checkpoint(staging)
+
+        write_atomically(self.path, write)
+        self.logger.info(f"{self.path}: saved, {self.metric_name} {score:.4f} at epoch {evaluator.state.epoch}")
+
+    def state_dict(self) -> dict:
+        return {"best": self.best}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.best = state["best"]

@@ -13,19 +13,18 @@ from typing import Any
 import numpy as np
 from ignite.handlers import Checkpoint, DiskSaver
 from monai.data import ImageReader
-from monai.handlers import stopping_fn_from_metric
 from monai.transforms import (
     Activationsd,
     AsDiscreted,
     Compose,
+    ClassesToIndicesd,
     DeleteItemsd,
     EnsureChannelFirstd,
     EnsureTyped,
-    FgBgToIndicesd,
     Invertd,
     MapTransform,
     Orientationd,
-    RandCropByPosNegLabeld,
+    RandCropByLabelClassesd,
     SaveImaged,
     ScaleIntensityRanged,
     ScaleIntensityRangePercentilesd,
@@ -35,6 +34,7 @@ from monai.transforms import (
 
 from common.augmentation import augmentations
 from common.errors import InputError
+from common.geometry import DEFAULT_MAX_RESAMPLED_VOXELS, DEFAULT_MAX_VOXELS
 from common.io import AtomicNibabelWriter
 from common.transforms import LoadVolumed, ValidateVolumed
 
@@ -78,6 +78,8 @@ def load_volumes(
     normalization: Mapping[str, Any],
     reader: str | ImageReader | None = None,
     resample_label: bool = True,
+    max_voxels: int = DEFAULT_MAX_VOXELS,
+    max_resampled_voxels: int = DEFAULT_MAX_RESAMPLED_VOXELS,
 ) -> list[MapTransform]:
     """Read, check, reorient (RAS), resample to ``spacing`` and normalise intensities.
 
@@ -92,12 +94,16 @@ def load_volumes(
             as a DICOM series by ITK), e.g. ``ITKReader(series_name=uid)`` for one of several series.
         resample_label: ``False`` keeps the label on its own grid (scores on the data's own grid:
             the prediction is inverted to it, see :func:`one_hot_outputs`).
+        max_voxels: the most values an image may hold as stored, and ``max_resampled_voxels`` once
+            resampled to ``spacing``; checked on its header before it is read
+            (:func:`common.geometry.check_geometry`).
+        max_resampled_voxels: see ``max_voxels``.
     """
     keys = [keys] if isinstance(keys, str) else list(keys)
     has_label = "label" in keys
     spatial = keys if resample_label else ["image"]
     return [
-        LoadVolumed(keys, reader=reader, image_only=True),
+        LoadVolumed(keys, max_voxels, spacing, max_resampled_voxels, reader=reader, image_only=True),
         EnsureChannelFirstd(keys),
         ValidateVolumed(label_key="label" if has_label else None, in_channels=in_channels, num_classes=num_classes),
         Orientationd(spatial, axcodes="RAS", labels=None),
@@ -107,19 +113,18 @@ def load_volumes(
     ]
 
 
-def training_crops(roi_size: Sequence[int], num_samples: int, augmentation: Mapping[str, Any] | None) -> list[MapTransform]:
-    """``num_samples`` random ``roi_size`` crops per volume, centred half on foreground and half on
-    background (label indices computed once per volume), each augmented by the ``augmentation``
-    policy (:func:`common.augmentation.augmentations`; ``None``: none)."""
+def training_crops(roi_size: Sequence[int], num_samples: int, num_classes: int, augmentation: Mapping[str, Any] | None) -> list[MapTransform]:
+    """``num_samples`` random ``roi_size`` crops per volume, each centred on a voxel of a class drawn
+    uniformly among the classes present (background included; label indices computed once per
+    volume), so small classes are seen as often as large ones; each augmented by the
+    ``augmentation`` policy (:func:`common.augmentation.augmentations`; ``None``: none)."""
     keys = ["image", "label"]
     return [
         SpatialPadd(keys, spatial_size=roi_size),
-        FgBgToIndicesd("label", image_key="image", image_threshold=0),
-        RandCropByPosNegLabeld(
-            keys, "label", roi_size, pos=1, neg=1, num_samples=num_samples,
-            fg_indices_key="label_fg_indices", bg_indices_key="label_bg_indices",
-        ),
-        DeleteItemsd(["label_fg_indices", "label_bg_indices"]),
+        ClassesToIndicesd("label", num_classes=num_classes, indices_postfix="_class_indices"),
+        RandCropByLabelClassesd(keys, "label", roi_size, num_classes=num_classes, num_samples=num_samples,
+                                indices_key="label_class_indices", warn=False),
+        DeleteItemsd(["label_class_indices"]),
         *augmentations(augmentation, roi_size, keys),
     ]
 
@@ -159,12 +164,4 @@ def epoch_checkpoint(ckpt_dir: str, to_save: dict) -> Checkpoint:
     return Checkpoint(
         to_save, DiskSaver(ckpt_dir, require_empty=False), filename_pattern="checkpoint_epoch={global_step}.pt",
         global_step_transform=lambda engine, event: engine.state.epoch, n_saved=2, include_self=True,
-    )
-
-
-def best_checkpoint(ckpt_dir: str, to_save: dict, metric_name: str = "val_mean_dice") -> Checkpoint:
-    """``model.pt`` rewritten (atomically) whenever ``metric_name`` improves."""
-    return Checkpoint(
-        to_save, DiskSaver(ckpt_dir, require_empty=False), filename_pattern="model.pt",
-        score_function=stopping_fn_from_metric(metric_name), score_name=metric_name, n_saved=1,
     )

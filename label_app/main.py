@@ -1,6 +1,10 @@
 """MONAI Label app that serves every bundle of the collection, in place, for inference and training.
 
-Start it with ``make label`` (or ``monailabel start_server --app label_app --studies <folder>``).
+Start it with ``make label`` (or ``monailabel start_server --app label_app --studies <folder> --host 127.0.0.1``).
+It serves loopback only: MONAI Label binds every interface unless told otherwise, and without its
+authentication anyone who reaches the port can run training and overwrite labels and weights. A
+``--host`` that is not loopback is refused unless MONAI Label's authentication is on
+(``MONAI_LABEL_AUTH_ENABLE=true`` with its Keycloak realm, ``MONAI_LABEL_AUTH_REALM_URI``).
 Settings, each a ``--conf <key> <value>`` of ``start_server``:
 
 - ``bundles``: folder holding the bundles (default: this repository's ``bundles/``);
@@ -16,11 +20,14 @@ are refused at start with an error naming the file, and that bundle is not serve
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
+from monailabel.config import settings
 from monailabel.interfaces.app import MONAILabelApp
 from monailabel.interfaces.tasks.infer_v2 import InferTask
 from monailabel.interfaces.tasks.train import TrainTask
@@ -34,6 +41,39 @@ from common.errors import InputError
 logger = logging.getLogger(__name__)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+MONAI_LABEL_DEFAULT_HOST = "0.0.0.0"
+
+
+def bound_host(argv: list[str]) -> str | None:
+    """The address ``monailabel start_server`` binds, from its command line (``--host``/``-i``);
+    ``None`` in another process that builds the app (MONAI Label's training subprocess)."""
+    if "start_server" not in argv:
+        return None
+    for index, arg in enumerate(argv):
+        if arg in ("--host", "-i") and index + 1 < len(argv):
+            return argv[index + 1]
+        if arg.startswith("--host="):
+            return arg.split("=", 1)[1]
+    return MONAI_LABEL_DEFAULT_HOST
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def refuse_unauthenticated_exposure(host: str | None, auth_enabled: bool) -> None:
+    """:class:`InputError` when the server would listen beyond this machine without authentication."""
+    if host is not None and not is_loopback(host) and not auth_enabled:
+        raise InputError(
+            f"--host {host}: the server would accept anyone who can reach it (MONAI Label's default binds every "
+            "interface) with no authentication; serve on --host 127.0.0.1 (make label does), or turn on MONAI Label's "
+            "authentication (MONAI_LABEL_AUTH_ENABLE=true with a Keycloak realm in MONAI_LABEL_AUTH_REALM_URI)"
+        )
 
 
 def bundle_overrides(folder: Path, overrides_name: str) -> dict[str, Any]:
@@ -84,18 +124,18 @@ class StrictBundleInferTask(BundleInferTask):
 
 class StrictBundleTrainTask(BundleTrainTask):
     """:class:`BundleTrainTask` of one bundle with config ``overrides``, strict loading of the weights
-    it starts from, and the settings those weights were trained with.
+    it starts from, and the settings of the bundle's weights. ``models/model.pt`` is rewritten only
+    when the round beats those weights on its validation studies (:class:`common.checkpoints.BestWeights`).
 
     Args:
         path: the bundle folder.
         conf: the app's settings.
         overrides: config keys merged over ``train.json`` (the request's epochs, data and device win,
-            then these, then the settings of the weights the round starts from).
+            then these, then the settings of the bundle's weights).
     """
 
     def __init__(self, path: str, conf: dict[str, str], overrides: dict[str, Any]) -> None:
         self.overrides = overrides
-        self.start_from: str | None = None
         super().__init__(path, conf, load_strict=True)
 
     def _partition_datalist(self, datalist: list, request: dict, shuffle: bool = False) -> tuple[list, list | None]:
@@ -111,15 +151,16 @@ class StrictBundleTrainTask(BundleTrainTask):
         return train, validation
 
     def _load_checkpoint(self, model_pytorch: str, pretrained: bool, train_handlers: list) -> None:
-        self.start_from = model_pytorch if pretrained and os.path.exists(model_pytorch) else None
-        if self.start_from:
+        if pretrained and os.path.exists(model_pytorch):
             train_handlers.insert(0, {
                 "_target_": "common.checkpoints.StrictCheckpointLoader", "load_path": model_pytorch,
                 "load_dict": {"model": "@network"}, "expected": "@trained_with", "map_location": "@device",
             })
 
     def _update_overrides(self, overrides: dict[str, Any]) -> dict[str, Any]:
-        recorded = trained_settings(self.start_from) if self.start_from else {}
+        """The round trains with the settings of the bundle's ``models/model.pt`` (the weights it
+        serves and, unless the round beats them on its validation studies, keeps)."""
+        recorded = trained_settings(Path(self.bundle_path) / "models" / "model.pt")
         for key, value in {**recorded, **self.overrides}.items():
             overrides.setdefault(key, value)
         return overrides
@@ -130,6 +171,7 @@ class CollectionApp(MONAILabelApp):
     their configs) and training (all)."""
 
     def __init__(self, app_dir: str, studies: str, conf: dict[str, str]) -> None:
+        refuse_unauthenticated_exposure(bound_host(sys.argv), settings.MONAI_LABEL_AUTH_ENABLE)
         self.bundles_dir = Path(conf.get("bundles", REPO_ROOT / "bundles")).resolve()
         self.overrides_name = conf.get("overrides", "none")
         self.bundles = self._select_bundles(conf.get("models", "all"))

@@ -25,7 +25,8 @@ import pytest
 import torch
 
 from common.bundle import load_network
-from conftest import BUNDLE_NAMES, BUNDLES, REPO_ROOT, TINY_OVERRIDES, build_network, make_dataset, recorded_settings, write_volume
+from conftest import (BUNDLE_NAMES, BUNDLES, REPO_ROOT, TINY_OVERRIDES, build_network, make_dataset, recorded_settings, run_bundle,
+                      train_overrides, write_volume)
 
 LABEL_PYTHON = os.environ.get("LABEL_PYTHON")
 pytestmark = pytest.mark.skipif(not LABEL_PYTHON, reason="needs the MONAI Label environment: make test-label")
@@ -34,6 +35,7 @@ START_TIMEOUT = 300
 TRAIN_TIMEOUT = 600
 TRAINED_BUNDLE = "attention_unet"
 UNFIT = "unfit_weights"
+KEPT = "kept_weights"  # holds well-trained weights that a one-epoch round from scratch must not replace
 OTHER_CLASSES = "other_classes"
 CLASSES = {"csf": 1, "grey matter": 2, "white matter": 3}
 # What the app gets through its `overrides` setting: run sizes only; the networks' sizes come from the weights.
@@ -54,13 +56,20 @@ def tiny_bundle(source: str, folder: Path, weights_sizes: dict | None = None, cl
     torch.save({"model": weights, "metadata": {"bundle": source, "settings": settings}}, folder / "models" / "model.pt")
 
 
-def tiny_bundles(root: Path) -> Path:
+def tiny_bundles(root: Path, dataset: Path) -> Path:
     """Every bundle, tiny, under ``root``; ``UNFIT``, whose weights are twice as wide as they say;
-    and ``OTHER_CLASSES``, trained (it says) for other classes than the bundle's defaults."""
+    ``OTHER_CLASSES``, trained (it says) for other classes than the bundle's defaults; and ``KEPT``,
+    with weights trained for 30 epochs on ``dataset`` (the studies' data, split as the app splits it)."""
     for name in BUNDLE_NAMES:
         tiny_bundle(name, root / name)
     tiny_bundle("attention_unet", root / UNFIT, {"feature_size": 2 * TINY_OVERRIDES["attention_unet"]["feature_size"]})
     tiny_bundle("attention_unet", root / OTHER_CLASSES, classes=["background", "vertebral body", "vertebral arch"])
+    tiny_bundle("attention_unet", root / KEPT)
+    (root / KEPT / "models" / "model.pt").unlink()
+    run_bundle("attention_unet", ["train.json"], train_overrides("attention_unet", dataset, root / KEPT, max_epochs=30, val_interval=10,
+                                                                 learning_rate=0.01))
+    for leftover in [*(root / KEPT / "models").glob("checkpoint_epoch=*.pt"), root / KEPT / "runs"]:
+        shutil.rmtree(leftover) if leftover.is_dir() else leftover.unlink()
     return root
 
 
@@ -142,8 +151,9 @@ class Server:
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, dict, Path, Path]]:
     root = tmp_path_factory.mktemp("label")
-    bundles = tiny_bundles(root / "bundles")
-    studies = datastore(root, make_dataset(root / "data"))
+    dataset = make_dataset(root / "data")
+    bundles = tiny_bundles(root / "bundles", dataset)
+    studies = datastore(root, dataset)
     server = Server(studies, bundles, root / "server.log")
     try:
         yield server, server.wait_for_info(START_TIMEOUT), studies, bundles
@@ -153,8 +163,8 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, d
 
 def test_info_lists_every_bundle_with_the_labels_of_its_weights(served) -> None:
     _, info, _, _ = served
-    assert sorted(info["models"]) == sorted([*BUNDLE_NAMES, OTHER_CLASSES])
-    assert sorted(info["trainers"]) == sorted([*BUNDLE_NAMES, UNFIT, OTHER_CLASSES])
+    assert sorted(info["models"]) == sorted([*BUNDLE_NAMES, OTHER_CLASSES, KEPT])
+    assert sorted(info["trainers"]) == sorted([*BUNDLE_NAMES, UNFIT, OTHER_CLASSES, KEPT])
     for name in BUNDLE_NAMES:
         assert info["models"][name]["labels"] == CLASSES, name
     assert info["models"][OTHER_CLASSES]["labels"] == {"vertebral body": 1, "vertebral arch": 2}
@@ -177,12 +187,9 @@ def test_infer_returns_a_label_volume_on_the_study_grid(served, bundle: str, tmp
     assert set(np.unique(np.asarray(label.dataobj))) <= {0, *CLASSES.values()}
 
 
-def test_one_training_round_rewrites_the_weights_and_they_load(served) -> None:
-    server, _, _, bundles = served
-    weights = bundles / TRAINED_BUNDLE / "models" / "model.pt"
-    before = hashlib.sha256(weights.read_bytes()).hexdigest()
-    params = {"max_epochs": 1, "device": "cpu"}  # otherwise 3D Slicer's defaults: 20% of the 2 labelled studies validate
-    server.call(f"/train/{TRAINED_BUNDLE}", method="POST", body=params)
+def train_round(server: Server, bundle: str, params: dict) -> None:
+    """One training round of ``bundle`` through ``/train/``, waited for until it is done."""
+    server.call(f"/train/{bundle}", method="POST", body=params)
     deadline = time.monotonic() + TRAIN_TIMEOUT
     status: dict = {}
     while time.monotonic() < deadline:
@@ -191,9 +198,27 @@ def test_one_training_round_rewrites_the_weights_and_they_load(served) -> None:
             break
         time.sleep(3)
     assert status.get("status") == "DONE", f"{status}\n{server.log_tail()}"
+
+
+def test_one_training_round_rewrites_the_weights_and_they_load(served) -> None:
+    server, _, _, bundles = served
+    weights = bundles / TRAINED_BUNDLE / "models" / "model.pt"
+    before = hashlib.sha256(weights.read_bytes()).hexdigest()
+    train_round(server, TRAINED_BUNDLE, {"max_epochs": 1, "device": "cpu"})  # otherwise 3D Slicer's defaults (20% validate)
     assert hashlib.sha256(weights.read_bytes()).hexdigest() != before
     load_network(bundles / TRAINED_BUNDLE, weights)  # the sizes it records
     assert torch.load(weights, weights_only=True)["metadata"]["settings"] == recorded_settings(TRAINED_BUNDLE)
+
+
+def test_a_round_worse_than_the_weights_already_there_keeps_them(served) -> None:
+    """One epoch from scratch (at train.json's learning rate) cannot beat 30 epochs: the round is
+    done, ``model.pt`` is untouched."""
+    server, _, _, bundles = served
+    weights = bundles / KEPT / "models" / "model.pt"
+    before = weights.read_bytes()
+    train_round(server, KEPT, {"max_epochs": 1, "device": "cpu", "pretrained": False})
+    assert weights.read_bytes() == before
+    assert f"{weights}: the weights already there score val_mean_dice" in server.log.read_text()
 
 
 def test_studies_writer_keeps_labels_already_there(tmp_path: Path) -> None:
@@ -214,3 +239,16 @@ def test_training_with_fewer_than_two_labelled_studies_is_refused_by_name() -> N
     result = subprocess.run([LABEL_PYTHON, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
     assert result.returncode != 0
     assert f"InputError: {BUNDLES / TRAINED_BUNDLE}: training needs at least 2 studies with final labels" in result.stderr
+
+
+def test_serving_beyond_loopback_without_authentication_is_refused(tmp_path: Path) -> None:
+    """MONAI Label binds every interface unless told otherwise; the app refuses that without auth."""
+    studies = tmp_path / "studies"
+    studies.mkdir()
+    command = [LABEL_PYTHON, "-m", "monailabel.main", "start_server", "--app", str(REPO_ROOT / "label_app"), "--studies", str(studies),
+               "--port", str(free_port()), "--conf", "models", "attention_unet"]
+    env = {**os.environ, "MONAI_LABEL_AUTH_ENABLE": "false"}
+    result = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=START_TIMEOUT, env=env)
+    output = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert "--host 0.0.0.0: the server would accept anyone who can reach it" in output and "serve on --host 127.0.0.1" in output
