@@ -129,6 +129,8 @@ def make_plan(dataset_dir: str, max_roi_voxels: int = DEFAULT_MAX_ROI_VOXELS) ->
         "spacing": [round(s, 4) for s in spacing],
         "normalization": normalization,
         "roi_size": roi_size,
+        "input_contract": None,
+        "enclosed_background_class": None,
     }
     notes = [
         f"{len(cases)} labelled cases, {dataset.layout} layout",
@@ -137,6 +139,8 @@ def make_plan(dataset_dir: str, max_roi_voxels: int = DEFAULT_MAX_ROI_VOXELS) ->
         f"spacing {plan['spacing']} mm: {spacing_why}",
         f"normalization: {normalization_why}",
         f"roi_size {roi_size}: {roi_why}",
+        "input_contract and enclosed_background_class: none (the brain defaults, a brain-extracted input and enclosed "
+        "background as CSF, do not carry over to other data; set them in the plan if your labels need them)",
     ]
     if dataset.validation is None:
         splits = dataset_splits(dataset)
@@ -150,7 +154,8 @@ def make_plan(dataset_dir: str, max_roi_voxels: int = DEFAULT_MAX_ROI_VOXELS) ->
 def plan(dataset_dir: str, max_roi_voxels: int = DEFAULT_MAX_ROI_VOXELS) -> None:
     """Fingerprint the data set at ``dataset_dir`` (MONAI Auto3DSeg's ``DataAnalyzer``) and write
     ``dataset_dir/plan.json``: ``num_classes``, ``class_names``, ``in_channels``,
-    ``channel_names``, ``spacing``, ``normalization`` and ``roi_size`` for any bundle, with
+    ``channel_names``, ``spacing``, ``normalization`` and ``roi_size`` for any bundle (and no input
+    contract nor enclosed-background relabelling, which are the brain task's), with
     ``splits.json`` (5 folds, fixed seed) where the data set has no validation section. Prints what
     it decided and why; the same data give the same file. Use it as
 

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from monai.config import KeysCollection
 from monai.data import MetaTensor
-from monai.transforms import LoadImaged, MapTransform
+from monai.transforms import FillHoles, LoadImaged, MapTransform
 
 from common.errors import InputError, first_line
 from common.geometry import DEFAULT_MAX_RESAMPLED_VOXELS, DEFAULT_MAX_VOXELS, check_geometry, read_geometry
@@ -129,3 +129,62 @@ class ValidateVolumed(MapTransform):
         if invalid.numel():
             shown = ", ".join(f"{v:g}" for v in invalid[:5].tolist())
             raise InputError(f"{name}: label values {shown} outside 0..{self.num_classes - 1}")
+
+
+class CheckInputContractd(MapTransform):
+    """Refuses an image that breaks what the weights expect, as far as it can be checked physically.
+
+    ``contract["max_nonzero_ml"]``: the most millilitres of non-zero voxels an image may hold. The
+    brain bundles expect a brain-extracted T1 (zero outside the brain, as FSL BET, SynthStrip or
+    HD-BET make it): a brain is at most about 2 L, while a whole head, whose scalp, skull, neck and
+    background noise are not zero, fills far more of its field of view. ``contract["expects"]`` says
+    in words what is expected. ``None`` checks nothing (e.g. CT weights planned on a CT data set).
+
+    Args:
+        contract: ``{"max_nonzero_ml": float, "expects": str}`` or ``None``.
+        image_key: key of the image ``(C, D, H, W)`` with its affine.
+    """
+
+    def __init__(self, contract: Mapping[str, Any] | None, image_key: str = "image") -> None:
+        super().__init__([image_key])
+        self.contract, self.image_key = contract, image_key
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        if self.contract is None:
+            return d
+        image = d[self.image_key]
+        voxel_ml = abs(float(np.linalg.det(np.asarray(image.affine, dtype=float)[:3, :3]))) / 1000.0
+        nonzero_ml = float((torch.as_tensor(image) != 0).any(dim=0).sum()) * voxel_ml
+        limit = float(self.contract["max_nonzero_ml"])
+        if nonzero_ml > limit:
+            raise InputError(f"{source_name(image)}: {nonzero_ml:,.0f} mL of non-zero voxels, more than {limit:,.0f} mL; "
+                             f"the weights expect {self.contract['expects']}")
+        return d
+
+
+class FillEnclosedBackgroundd(MapTransform):
+    """Label with ``value`` the background voxels that the foreground encloses (holes of the binary
+    foreground mask, MONAI's :class:`~monai.transforms.FillHoles`): where labels never hold enclosed
+    background, as in a brain whose mask was hole-filled, a dark ventricle predicted as background
+    is CSF. ``None`` leaves the labels as they are.
+
+    Args:
+        keys: keys of label maps ``(1, D, H, W)`` (integer classes, 0 background).
+        value: the class of enclosed background, or ``None``.
+    """
+
+    def __init__(self, keys: KeysCollection, value: int | None) -> None:
+        super().__init__(keys)
+        self.value = value
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        if self.value is None:
+            return d
+        for key in self.key_iterator(d):
+            labels = d[key]
+            foreground = torch.as_tensor(labels) > 0
+            enclosed = torch.as_tensor(FillHoles()(foreground.to(torch.uint8))).bool() & ~foreground
+            d[key] = torch.where(enclosed, torch.as_tensor(self.value, dtype=labels.dtype), labels)
+        return d

@@ -36,7 +36,7 @@ from common.augmentation import augmentations
 from common.errors import InputError
 from common.geometry import DEFAULT_MAX_RESAMPLED_VOXELS, DEFAULT_MAX_VOXELS
 from common.io import AtomicNibabelWriter
-from common.transforms import LoadVolumed, ValidateVolumed
+from common.transforms import CheckInputContractd, FillEnclosedBackgroundd, LoadVolumed, ValidateVolumed
 
 NORMALIZATIONS = {
     "percentile": "per image and channel, the 'lower' and 'upper' percentiles mapped to 0 and 1, clipped (MRI)",
@@ -80,6 +80,7 @@ def load_volumes(
     resample_label: bool = True,
     max_voxels: int = DEFAULT_MAX_VOXELS,
     max_resampled_voxels: int = DEFAULT_MAX_RESAMPLED_VOXELS,
+    input_contract: Mapping[str, Any] | None = None,
 ) -> list[MapTransform]:
     """Read, check, reorient (RAS), resample to ``spacing`` and normalise intensities.
 
@@ -98,6 +99,8 @@ def load_volumes(
             resampled to ``spacing``; checked on its header before it is read
             (:func:`common.geometry.check_geometry`).
         max_resampled_voxels: see ``max_voxels``.
+        input_contract: what the weights expect of an image, checked on it as loaded
+            (:class:`common.transforms.CheckInputContractd`; ``None``: nothing).
     """
     keys = [keys] if isinstance(keys, str) else list(keys)
     has_label = "label" in keys
@@ -106,6 +109,7 @@ def load_volumes(
         LoadVolumed(keys, max_voxels, spacing, max_resampled_voxels, reader=reader, image_only=True),
         EnsureChannelFirstd(keys),
         ValidateVolumed(label_key="label" if has_label else None, in_channels=in_channels, num_classes=num_classes),
+        CheckInputContractd(input_contract),
         Orientationd(spatial, axcodes="RAS", labels=None),
         Spacingd(spatial, pixdim=spacing, mode=["bilinear", "nearest"][: len(spatial)]),
         intensity_normalization(normalization),
@@ -129,27 +133,33 @@ def training_crops(roi_size: Sequence[int], num_samples: int, num_classes: int, 
     ]
 
 
-def one_hot_outputs(num_classes: int, preprocessing: Compose | None = None) -> Compose:
-    """Logits ``pred`` to one-hot of its arg-max, ``label`` to one-hot, for Dice and HD95. With the
-    ``preprocessing`` that made the network's input, the probabilities are first inverted to the
-    image's own grid, where the label stayed (``load_volumes(resample_label=False)``)."""
+def one_hot_outputs(num_classes: int, enclosed_background_class: int | None = None, preprocessing: Compose | None = None) -> Compose:
+    """Logits ``pred`` to its arg-max (enclosed background relabelled, see
+    :class:`common.transforms.FillEnclosedBackgroundd`), then ``pred`` and ``label`` to one-hot, for
+    Dice and HD95. With the ``preprocessing`` that made the network's input, the probabilities are
+    first inverted to the image's own grid, where the label stayed (``load_volumes(resample_label=False)``)."""
     invert = [] if preprocessing is None else [
         Invertd("pred", transform=preprocessing, orig_keys="image", nearest_interp=False, to_tensor=True)
     ]
     return Compose([
         Activationsd("pred", softmax=True),
         *invert,
-        AsDiscreted(["pred", "label"], argmax=[True, False], to_onehot=num_classes),
+        AsDiscreted("pred", argmax=True),
+        FillEnclosedBackgroundd("pred", enclosed_background_class),
+        AsDiscreted(["pred", "label"], to_onehot=num_classes),
     ])
 
 
-def write_segmentation(preprocessing: Compose, output_dir: str) -> Compose:
+def write_segmentation(preprocessing: Compose, output_dir: str, enclosed_background_class: int | None = None) -> Compose:
     """Logits ``pred`` to a label volume on the input's own grid and affine (the pre-processing is
-    inverted on probabilities, then arg-max), written atomically as ``<input>_seg.nii.gz`` (uint8)."""
+    inverted on probabilities, then arg-max, then enclosed background relabelled, see
+    :class:`common.transforms.FillEnclosedBackgroundd`), written atomically as
+    ``<input>_seg.nii.gz`` (uint8)."""
     return Compose([
         Activationsd("pred", softmax=True),
         Invertd("pred", transform=preprocessing, orig_keys="image", nearest_interp=False, to_tensor=True),
         AsDiscreted("pred", argmax=True),
+        FillEnclosedBackgroundd("pred", enclosed_background_class),
         SaveImaged(
             "pred", output_dir=output_dir, output_postfix="seg", output_dtype=np.uint8, resample=False,
             separate_folder=False, writer=AtomicNibabelWriter,

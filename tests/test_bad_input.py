@@ -222,3 +222,29 @@ def test_implausible_headers_are_refused_before_allocation(case: str, tmp_path: 
     result = run_bundle("unetr", ["train.json"], overrides, check=False)
     assert_one_line_error(result, path, problem)
     assert not (tmp_path / "models").exists() or not any((tmp_path / "models").iterdir())
+
+
+def head_like(path: Path, brain_extracted: bool) -> Path:
+    """A 100 x 120 x 100 volume of 2 mm (9.6 L): a whole head is non-zero almost everywhere (scalp,
+    skull, neck, background noise); brain-extracted, it is zero outside a 1.2 L ellipsoid."""
+    rng = np.random.RandomState(0)
+    volume = rng.uniform(5, 100, size=(100, 120, 100)).astype(np.float32)
+    if brain_extracted:
+        x, y, z = np.ogrid[:100, :120, :100]
+        inside = ((x - 50) / 34) ** 2 + ((y - 60) / 40) ** 2 + ((z - 50) / 26) ** 2 <= 1  # 4/3 pi 68 x 80 x 52 mm: 1.18 L
+        volume[~inside] = 0
+    return write_volume(path, volume, np.diag([2.0, 2.0, 2.0, 1.0]))
+
+
+def test_the_brain_contract_refuses_a_whole_head_and_takes_a_brain_extracted_scan(tmp_path: Path) -> None:
+    weights = tmp_path / "model.pt"
+    torch.save({"model": _tiny_weights()}, weights)
+    head = head_like(tmp_path / "scans" / "head.nii.gz", brain_extracted=False)
+    overrides = {key: TINY[key] for key in ("roi_size", "feature_size", "hidden_size", "mlp_dim", "num_heads", "num_workers")}
+    refused = run_bundle("unetr", ["inference.json"], {**overrides, "input_dir": str(head.parent), "output_dir": str(tmp_path / "out"),
+                                                         "ckpt_path": str(weights)}, check=False)
+    assert_one_line_error(refused, head, "mL of non-zero voxels, more than 2,500 mL; the weights expect a brain-extracted T1")
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+    brain = head_like(tmp_path / "brain" / "brain.nii.gz", brain_extracted=True)
+    run_bundle("unetr", ["inference.json"], {**overrides, "input_dir": str(brain.parent), "output_dir": str(tmp_path / "out"), "ckpt_path": str(weights)})
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["brain_seg.nii.gz"]

@@ -98,3 +98,19 @@ def test_unetr_traces() -> None:
     x = torch.randn(1, 1, 32, 32, 32)
     traced = torch.jit.trace(net, x)
     torch.testing.assert_close(traced(x), net(x))
+
+
+def test_enclosed_background_becomes_the_given_class_and_open_background_stays() -> None:
+    from monai.data import MetaTensor
+
+    from common.transforms import FillEnclosedBackgroundd
+
+    labels = MetaTensor(torch.zeros(1, 12, 12, 12), affine=torch.diag(torch.tensor([2.0, 2.0, 2.0, 1.0])))
+    labels[0, 2:10, 2:10, 2:10] = 3  # white matter
+    labels[0, 4:6, 4:6, 4:6] = 0  # a dark ventricle predicted as background
+    labels[0, 2:4, 5:7, 0:12] = 0  # a sulcus open to the outside
+    filled = FillEnclosedBackgroundd("pred", 1)({"pred": labels})["pred"]
+    assert torch.equal(filled[0, 4:6, 4:6, 4:6], torch.ones(2, 2, 2))
+    assert torch.equal(filled[0, 2:4, 5:7, 0:12], torch.zeros(2, 2, 12)) and filled[0, 0, 0, 0] == 0
+    assert torch.equal(filled.affine, labels.affine)
+    assert torch.equal(FillEnclosedBackgroundd("pred", None)({"pred": labels})["pred"], labels)
