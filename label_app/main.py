@@ -159,10 +159,15 @@ class StrictBundleTrainTask(BundleTrainTask):
 
     def _update_overrides(self, overrides: dict[str, Any]) -> dict[str, Any]:
         """The round trains with the settings of the bundle's ``models/model.pt`` (the weights it
-        serves and, unless the round beats them on its validation studies, keeps)."""
+        serves and, unless the round beats them on its validation studies, keeps). The studies'
+        paths go to the config as ``Path`` objects, which MONAI does not parse: a study named like
+        an expression (``$...``) or holding ``#`` stays a file name."""
         recorded = trained_settings(Path(self.bundle_path) / "models" / "model.pt")
         for key, value in {**recorded, **self.overrides}.items():
             overrides.setdefault(key, value)
+        for key in (self.const.key_train_dataset_data(), self.const.key_validate_dataset_data()):
+            if key in overrides:
+                overrides[key] = [{k: Path(v) if isinstance(v, str) else v for k, v in item.items()} for item in overrides[key]]
         return overrides
 
 

@@ -73,12 +73,19 @@ def tiny_bundles(root: Path, dataset: Path) -> Path:
     return root
 
 
+CODE_LIKE_STUDY = '$print("INJECTED")or"x"#1'  # MONAI reads '$' as code and '#' as a key separator
+
+
 def datastore(root: Path, dataset: Path) -> Path:
     """The data set as studies with final labels (through ``label_app/studies.py``), plus one
-    unlabelled study ``oblique``."""
+    unlabelled study ``oblique``, and the first study again under a name that looks like code."""
     studies = write_studies(dataset, root / "studies")
     image = nib.load(dataset / "imagesTr" / "case0.nii.gz").get_fdata(dtype=np.float32)
     write_volume(studies / "oblique.nii.gz", image[:, :30, 4:], OBLIQUE_AFFINE)
+    rng = np.random.RandomState(0)
+    write_volume(studies / "whole_head.nii.gz", rng.uniform(5, 100, size=(100, 120, 100)).astype(np.float32), np.diag([2.0, 2.0, 2.0, 1.0]))
+    shutil.copy2(studies / "case0.nii.gz", studies / f"{CODE_LIKE_STUDY}.nii.gz")
+    shutil.copy2(studies / "labels" / "final" / "case0.nii.gz", studies / "labels" / "final" / f"{CODE_LIKE_STUDY}.nii.gz")
     return studies
 
 
@@ -200,6 +207,15 @@ def train_round(server: Server, bundle: str, params: dict) -> None:
     assert status.get("status") == "DONE", f"{status}\n{server.log_tail()}"
 
 
+def test_a_whole_head_breaks_the_brain_contract_here_too(served) -> None:
+    """The same check as ``segment`` and ``inference.json``: a 9.6 L non-zero volume is refused."""
+    server, _, _, _ = served
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        request(f"{server.url}/infer/{TRAINED_BUNDLE}?image=whole_head&output=image", method="POST", timeout=300)
+    body = refused.value.read().decode(errors="replace")
+    assert "mL of non-zero voxels, more than 2,500 mL; the weights expect a brain-extracted T1" in body + server.log_tail(200)
+
+
 def test_one_training_round_rewrites_the_weights_and_they_load(served) -> None:
     server, _, _, bundles = served
     weights = bundles / TRAINED_BUNDLE / "models" / "model.pt"
@@ -219,6 +235,19 @@ def test_a_round_worse_than_the_weights_already_there_keeps_them(served) -> None
     train_round(server, KEPT, {"max_epochs": 1, "device": "cpu", "pretrained": False})
     assert weights.read_bytes() == before
     assert f"{weights}: the weights already there score val_mean_dice" in server.log.read_text()
+
+
+def test_a_study_named_like_code_is_inferred_and_trained_on_as_data(served, tmp_path: Path) -> None:
+    """Its inference works, the training rounds above took it among their studies, and nothing ran."""
+    from urllib.parse import quote
+
+    server, _, studies, _ = served
+    label_file = tmp_path / "label.nii.gz"
+    label_file.write_bytes(server.call(f"/infer/{TRAINED_BUNDLE}?image={quote(CODE_LIKE_STUDY)}&output=image", method="POST", timeout=300))
+    assert nib.load(label_file).shape == nib.load(studies / f"{CODE_LIKE_STUDY}.nii.gz").shape
+    log = server.log.read_text()
+    assert "INJECTED" not in [line.strip() for line in log.splitlines()]
+    assert "Total Records in Dataset: 3" in log  # the rounds above trained on it with the two others
 
 
 def test_studies_writer_keeps_labels_already_there(tmp_path: Path) -> None:
