@@ -108,9 +108,9 @@ def test_enclosed_background_becomes_the_given_class_and_open_background_stays()
     labels = MetaTensor(torch.zeros(1, 12, 12, 12), affine=torch.diag(torch.tensor([2.0, 2.0, 2.0, 1.0])))
     labels[0, 2:10, 2:10, 2:10] = 3  # white matter
     labels[0, 4:6, 4:6, 4:6] = 0  # a dark ventricle predicted as background
-    labels[0, 2:4, 5:7, 0:12] = 0  # a sulcus open to the outside
+    labels[0, 2:4, 7:9, 0:12] = 0  # a sulcus open to the outside, away from the ventricle
     filled = FillEnclosedBackgroundd("pred", 1)({"pred": labels})["pred"]
     assert torch.equal(filled[0, 4:6, 4:6, 4:6], torch.ones(2, 2, 2))
-    assert torch.equal(filled[0, 2:4, 5:7, 0:12], torch.zeros(2, 2, 12)) and filled[0, 0, 0, 0] == 0
+    assert torch.equal(filled[0, 2:4, 7:9, 0:12], torch.zeros(2, 2, 12)) and filled[0, 0, 0, 0] == 0
     assert torch.equal(filled.affine, labels.affine)
     assert torch.equal(FillEnclosedBackgroundd("pred", None)({"pred": labels})["pred"], labels)
