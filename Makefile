@@ -25,7 +25,7 @@ ON_TASK := --dataset_dir $(DATA_DIR) --ckpt_dir $(MODELS)
 STAMP := $(VENV)/.installed
 TEST_WORKERS ?= 2
 
-.PHONY: install data demo test bench leaderboard segment package export label label-install test-label clean
+.PHONY: install pacs-install data demo test bench leaderboard segment package export label label-install test-label clean
 
 install: $(STAMP)
 
@@ -67,7 +67,15 @@ package: install
 export: install
 	$(PY) -m common export bundles/$(BUNDLE) --checkpoint $(MODELS)/model.pt
 
-test: install
+# A real PACS for tests/test_pacs.py: Debian's Orthanc and its DICOMweb plugin, through apt-get (as
+# root), once; the tests start their own server on a free loopback port and stop it.
+ORTHANC_DICOMWEB := /usr/share/orthanc/plugins/libOrthancDicomWeb.so
+pacs-install: $(ORTHANC_DICOMWEB)
+
+$(ORTHANC_DICOMWEB):
+	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends orthanc orthanc-dicomweb
+
+test: install pacs-install
 	$(PY) -m pytest -n $(TEST_WORKERS) -q
 
 bench: install

@@ -17,10 +17,11 @@ logger = logging.getLogger(__name__)
 
 
 def _staging_path(final: Path) -> Path:
-    """A fresh hidden path beside ``final`` with the same suffixes (writers pick formats by suffix),
-    with the permissions a plain new file gets (``mkstemp`` makes it owner-only)."""
-    suffixes = "".join(final.suffixes)
-    handle, name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=f".partial{suffixes}", dir=final.parent)
+    """A fresh hidden path beside ``final`` with the same extension (writers pick formats by it;
+    ``.nii.gz`` whole, a DICOM UID's dots are not extensions), with the permissions a plain new file
+    gets (``mkstemp`` makes it owner-only)."""
+    extension = ".nii.gz" if final.name.endswith(".nii.gz") else final.suffix
+    handle, name = tempfile.mkstemp(prefix=".", suffix=f".partial{extension}", dir=final.parent)
     os.close(handle)
     umask = os.umask(0)
     os.umask(umask)

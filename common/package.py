@@ -17,7 +17,8 @@ from common.io import file_sha256, write_atomically
 from common.verify import MANIFEST
 
 BUNDLE_PARTS = ("configs", "scripts", "docs", "LICENSE")
-RUNTIME_PACKAGES = ("torch", "monai", "pytorch-ignite", "nibabel", "itk", "einops", "numpy", "fire", "tqdm", "matplotlib")
+RUNTIME_PACKAGES = ("torch", "monai", "pytorch-ignite", "nibabel", "itk", "einops", "numpy", "fire", "tqdm", "matplotlib",
+                    "pydicom", "highdicom", "dicomweb-client")
 # written by running a bundle, not part of what is shipped
 RUN_OUTPUTS = ("__pycache__", "runs", "eval")
 

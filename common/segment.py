@@ -22,6 +22,8 @@ from monai.data import MetaTensor
 from monai.transforms import LoadImage
 
 from common.bundle import bundle_folder, bundle_workflow, read_metadata, read_overrides
+from common.dicom_seg import seg_source_problem, write_dicom_seg
+from common.dicomweb import checked_url, is_dicomweb, pull_series, store
 from common.errors import InputError, brief_message, find_input_error, first_line
 from common.geometry import check_geometry
 from common.io import file_sha256, write_json
@@ -109,8 +111,8 @@ def run_with_cpu_fallback(folder: Path, scan: Scan, staging: Path, device: torch
 
 
 @contextmanager
-def errors_naming(originals: dict[Path, Path]) -> Iterator[None]:
-    """Bad-input errors raised on the staged copies (wrapped by MONAI or not) name the user's files instead."""
+def errors_naming(originals: dict[Path, str]) -> Iterator[None]:
+    """Bad-input errors raised on the staged copies (wrapped by MONAI or not) name what the user gave instead."""
     try:
         yield
     except Exception as err:
@@ -119,7 +121,7 @@ def errors_naming(originals: dict[Path, Path]) -> Iterator[None]:
             raise
         message = brief_message(input_error)
         for copy, original in originals.items():
-            message = message.replace(str(copy.absolute()), str(original))
+            message = message.replace(str(copy.absolute()), original)
         raise InputError(message) from err
 
 
@@ -143,25 +145,36 @@ def segment(
     input: str,
     output: str,
     series: str | None = None,
+    study: str | None = None,
+    upload: bool = False,
     device: str | None = None,
     checkpoint: str | None = None,
     overrides: str | None = None,
 ) -> str:
     """Segment one scan with one bundle; write ``<name>_seg.nii.gz``, ``<name>_overlay.png`` and
-    ``<name>_report.json`` into ``output`` and return the report's path.
+    ``<name>_report.json`` into ``output`` (and ``<name>_seg.dcm``, a DICOM Segmentation, for a
+    DICOM input) and return the report's path.
 
-    The label volume is on the scan's own grid, with its affine. The report gives the volume in mL
-    of each structure, the bundle's name, version and checksums, the scan's checksum, the date, the
-    device and the run time. The scan and the weights are first copied into a private staging
-    folder and hashed there: the checksums are those of exactly the bytes used. A DICOM series is
-    refused when its slices do not make one volume (missing slice, uneven spacing, mixed
-    orientations). Nothing is left in ``output`` when anything fails.
+    The label volume is on the scan's own grid, with its affine; the DICOM SEG references the source
+    series and its frame of reference, one segment per class, one frame per source slice. The
+    report gives the volume in mL of each structure, the bundle's name, version and checksums, the
+    scan's checksum, the date, the device and the run time. The scan and the weights are first
+    copied into a private staging folder and hashed there: the checksums are those of exactly the
+    bytes used. A DICOM series is refused when its slices do not make one volume (missing slice,
+    uneven spacing, mixed orientations). The weights say what input they expect (``input_contract``;
+    the shipped brain bundles: a brain-extracted T1, zero outside the brain, as FSL BET, SynthStrip
+    or HD-BET make it; a whole head is refused), and the model card says it in words. Nothing is left in ``output``, and nothing is uploaded,
+    when anything fails.
 
     Args:
         bundle: the bundle folder, e.g. ``bundles/unetr``.
-        input: a NIfTI file, or a folder of DICOM files.
-        output: folder for the three outputs (created if needed).
-        series: DICOM series instance UID, when the folder holds several series.
+        input: a NIfTI file, a folder of DICOM files, or the root address of a DICOMweb server
+            (starting with ``http``, e.g. Orthanc's ``/dicom-web``) with ``--study``; credentials
+            from ``DICOMWEB_USERNAME`` and ``DICOMWEB_PASSWORD`` or a netrc file, never in the address.
+        output: folder for the outputs (created if needed).
+        series: DICOM series instance UID, when the folder or study holds several series.
+        study: study instance UID on the DICOMweb server of ``input``.
+        upload: store the DICOM SEG back on the DICOMweb server of ``input`` (STOW-RS).
         device: ``cpu``, ``cuda`` or ``cuda:N``; default: the first GPU when there is one, else the CPU.
         checkpoint: weights to use instead of the bundle's ``models/model.pt``; the classes,
             channels, spacing, normalisation and network sizes they were trained with are read
@@ -172,7 +185,13 @@ def segment(
     started = time.perf_counter()
     folder = bundle_folder(bundle)
     metadata = read_metadata(folder)
-    scan = find_scan(input, series)
+    remote = is_dicomweb(input)
+    if remote and study is None:
+        raise InputError(f"{input}: a DICOMweb server; say which study with --study UID")
+    if upload and not remote:
+        raise InputError(f"{input}: --upload stores the DICOM SEG on the DICOMweb server given as --input; this is a local scan")
+    scan = None if remote else find_scan(input, series)
+    url = checked_url(input) if remote else None
     chosen = choose_device(device)
     settings = read_overrides(overrides)
     weights = Path(checkpoint) if checkpoint else folder / "models" / "model.pt"
@@ -182,31 +201,49 @@ def segment(
     staging, created = open_output_folder(destination)
     moved: list[Path] = []
     try:
-        logger.info(f"segmenting {scan.path} with {metadata['name']} {metadata['version']} on {chosen}")
-        local = scan.staged(staging / "input")
+        if remote:
+            series_uid, _ = pull_series(url, study, series, staging / "input")
+            local = find_scan(staging / "input", series_uid)
+            name, source = series_uid, f"{url}/studies/{study}/series/{series_uid}"
+        else:
+            local = scan.staged(staging / "input")
+            name, source = scan.name, str(scan.path)
+        seg_problem = seg_source_problem(local.files) if local.series_uid is not None else "the input is not DICOM"
+        if upload and seg_problem:
+            raise InputError(f"{source}: no DICOM SEG can be made to upload: {seg_problem}")
+        if local.series_uid is not None and seg_problem:
+            logger.info(f"no DICOM SEG: {seg_problem}")
+        logger.info(f"segmenting {source} with {metadata['name']} {metadata['version']} on {chosen}")
         (staging / "weights").mkdir()
         used_weights = Path(shutil.copyfile(weights, staging / "weights" / weights.name))
         weights_sha256 = file_sha256(used_weights)
-        with errors_naming(originals={used_weights: weights, local.source: scan.source}):
+        with errors_naming(originals={used_weights: str(weights), local.source: source}):
             written, names, used = run_with_cpu_fallback(folder, local, staging, chosen, used_weights, settings)
         label = LoadImage(image_only=True, ensure_channel_first=True)(written)
         image = LoadImage(reader=local.reader(), image_only=True, ensure_channel_first=True)(local.source)
-        outputs = {kind: staging / f"{scan.name}_{kind}{suffix}" for kind, suffix in
-                   (("seg", ".nii.gz"), ("overlay", ".png"), ("report", ".json"))}
+        kinds = [("seg", ".nii.gz"), ("overlay", ".png"), ("report", ".json")]
+        if not seg_problem:
+            kinds.insert(1, ("dicom_seg", ".dcm"))
+        outputs = {kind: staging / f"{name}_{'seg' if kind == 'dicom_seg' else kind}{suffix}" for kind, suffix in kinds}
         os.replace(written, outputs["seg"])
-        save_overlay(image, label, names, outputs["overlay"], title=f"{scan.name}: {metadata['name']} {metadata['version']}")
+        save_overlay(image, label, names, outputs["overlay"], title=f"{name}: {metadata['name']} {metadata['version']}")
+        if "dicom_seg" in outputs:
+            write_dicom_seg(label, local.files, names, metadata["name"], metadata["version"], outputs["dicom_seg"])
         report = {
-            "scan": {"path": str(scan.path), "series_uid": scan.series_uid, "sha256": local.sha256(),
+            "scan": {"path": source, "series_uid": local.series_uid, "sha256": local.sha256(),
                      "shape": list(label.shape[1:]), "spacing_mm": [round(float(s), 4) for s in label.pixdim[:3]]},
             "volumes_ml": class_volumes_ml(label, names),
             "bundle": bundle_facts(folder, metadata, weights, weights_sha256),
             "outputs": {kind: path.name for kind, path in outputs.items() if kind != "report"},
+            "uploaded_to": url if upload else None,
             "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "device": str(used),
             "runtime_s": round(time.perf_counter() - started, 2),
             "software": {"python": platform.python_version(), "torch": torch.__version__, "monai": monai.__version__},
         }
         write_json(outputs["report"], report)
+        if upload:
+            store(url, outputs["dicom_seg"])
         for path in outputs.values():
             os.replace(path, destination / path.name)
             moved.append(destination / path.name)

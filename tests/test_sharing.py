@@ -271,7 +271,7 @@ def test_two_series_of_one_folder_never_share_outputs(trained: dict[str, Path], 
         result = cli(*segment_args(trained, tmp_path / "study", tmp_path / "out", "--series", uid))
         assert result.returncode == 0, result.stderr[-3000:]
     names = sorted(p.name for p in (tmp_path / "out").iterdir())
-    assert names == sorted(f"study_{uid}_{kind}" for uid in (first, second) for kind in ("overlay.png", "report.json", "seg.nii.gz"))
+    assert names == sorted(f"study_{uid}_{kind}" for uid in (first, second) for kind in ("overlay.png", "report.json", "seg.dcm", "seg.nii.gz"))
     report = json.loads((tmp_path / "out" / f"study_{first}_report.json").read_text())
     slices = sorted((tmp_path / "study" / "a").glob("*.dcm"))
     from common.scan import Scan

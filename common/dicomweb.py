@@ -1,0 +1,95 @@
+"""A PACS over DICOMweb (dicomweb-client): one series pulled into a local folder (QIDO-RS, WADO-RS),
+a DICOM SEG stored back (STOW-RS). Credentials come from the environment (``DICOMWEB_USERNAME``,
+``DICOMWEB_PASSWORD``) or a netrc file, never from the command line, and no URL is kept with them."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from common.errors import InputError, first_line
+
+MODALITY, SERIES_UID, SERIES_NUMBER = "00080060", "0020000E", "00200011"
+NON_IMAGE_MODALITIES = ("SEG", "SR", "RTSTRUCT", "PR", "KO")
+
+
+def is_dicomweb(source: str) -> bool:
+    return str(source).lower().startswith(("http://", "https://"))
+
+
+def checked_url(url: str) -> str:
+    """``url`` as given; :class:`InputError` when it carries credentials (they would end up in
+    shell histories, process lists and reports)."""
+    parts = urlsplit(url)
+    if parts.username or parts.password:
+        raise InputError(f"{parts.scheme}://{parts.hostname}{parts.path}: credentials in the URL are refused; "
+                         "set DICOMWEB_USERNAME and DICOMWEB_PASSWORD, or use a netrc file")
+    return url.rstrip("/")
+
+
+def client(url: str):
+    """A ``DICOMwebClient`` of ``url``: basic authentication from ``DICOMWEB_USERNAME`` and
+    ``DICOMWEB_PASSWORD`` when set, else whatever netrc gives (requests reads it)."""
+    from dicomweb_client.api import DICOMwebClient
+    from dicomweb_client.session_utils import create_session, create_session_from_user_pass
+
+    user, password = os.environ.get("DICOMWEB_USERNAME"), os.environ.get("DICOMWEB_PASSWORD")
+    session = create_session_from_user_pass(user, password) if user and password else create_session()
+    return DICOMwebClient(checked_url(url), session=session)
+
+
+def _value(item: dict, tag: str) -> str | None:
+    values = item.get(tag, {}).get("Value") or [None]
+    return None if values[0] is None else str(values[0])
+
+
+def _calling(url: str, action: str, call):
+    """``call()``, its network and HTTP failures as one-line :class:`InputError` naming ``url``."""
+    import requests
+
+    try:
+        return call()
+    except requests.exceptions.ConnectionError as err:
+        raise InputError(f"{url}: cannot reach the DICOMweb server to {action} ({first_line(err)[:200]})") from err
+    except requests.exceptions.HTTPError as err:
+        status = err.response.status_code if err.response is not None else "?"
+        raise InputError(f"{url}: the DICOMweb server answered HTTP {status} to {action}") from err
+
+
+def pull_series(url: str, study: str, series: str | None, folder: Path) -> tuple[str, list[Path]]:
+    """Retrieve one image series of ``study`` (``series``, or the only one) from the DICOMweb server
+    at ``url`` into ``folder``; return its UID and files.
+
+    Raises:
+        InputError: the server cannot be reached, the study does not exist, it holds several image
+            series and ``series`` is not given, or it does not hold ``series``.
+    """
+    web = client(url)
+    found = _calling(url, f"search study {study}", lambda: web.search_for_series(study_instance_uid=study))
+    images = {_value(s, SERIES_UID): s for s in found or [] if _value(s, MODALITY) not in NON_IMAGE_MODALITIES}
+    if not found:
+        raise InputError(f"{url}: no study {study} on the server")
+    listing = "; ".join(f"{uid} ({_value(s, MODALITY)}, series {_value(s, SERIES_NUMBER)})" for uid, s in images.items())
+    if series is None:
+        if len(images) != 1:
+            raise InputError(f"{url}: study {study} holds {len(images)} image series, choose one with --series UID: {listing}")
+        series = next(iter(images))
+    if series not in images:
+        raise InputError(f"{url}: study {study} has no image series {series}; it holds: {listing}")
+    datasets = _calling(url, f"retrieve series {series}", lambda: web.retrieve_series(study, series))
+    folder.mkdir(parents=True, exist_ok=True)
+    files = []
+    for index, ds in enumerate(datasets):
+        path = folder / f"{index:05d}.dcm"
+        ds.save_as(path, enforce_file_format=True)
+        files.append(path)
+    return series, files
+
+
+def store(url: str, path: Path) -> None:
+    """Store the DICOM file at ``path`` on the server at ``url`` (STOW-RS)."""
+    import pydicom
+
+    web = client(url)
+    _calling(url, f"store {path.name}", lambda: web.store_instances(datasets=[pydicom.dcmread(path)]))
