@@ -25,7 +25,7 @@ ON_TASK := --dataset_dir $(DATA_DIR) --ckpt_dir $(MODELS)
 STAMP := $(VENV)/.installed
 TEST_WORKERS ?= 2
 
-.PHONY: install pacs-install data demo test bench leaderboard segment package export label label-install test-label clean
+.PHONY: install pacs-install data demo test bench robustness leaderboard segment package export label label-install test-label clean
 
 install: $(STAMP)
 
@@ -80,6 +80,13 @@ test: install pacs-install
 
 bench: install
 	$(PY) bench/attention.py
+
+# Each bundle's brain demo weights (make demo BUNDLE=...) on the held-out hemisphere under controlled
+# shifts -> docs/robustness.md. VARIANTS=",_noaug" adds weights trained without the augmentation policy
+# into models/_noaug (--augmentation None --ckpt_dir bundles/<b>/models/_noaug).
+VARIANTS ?=
+robustness: install
+	$(PY) bench/robustness.py --variants "$(VARIANTS)"
 
 # Every bundle and four MONAI baselines under one protocol (about 2 hours on 2 CPU cores):
 # docs/leaderboard.md, docs/leaderboard.png, docs/leaderboard/. On a GPU: PROTOCOL=bench/leaderboard_gpu.json
