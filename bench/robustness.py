@@ -84,7 +84,8 @@ def shifted_scans(folder: Path) -> dict[str, tuple[Path, Path]]:
     for spacing, name in ((3.0, "coarser, 3 mm"), (1.0, "finer, 1 mm")):
         array, grid = _resampled(image, affine, spacing, "bilinear")
         reference, _ = _resampled(label.astype(np.float32), affine, spacing, "nearest")
-        found[name] = (_save(folder / f"{spacing}.nii.gz", np.where(array > 0.5, array, 0), grid), _save(folder / f"{spacing}_label.nii.gz", reference, grid))
+        stem = f"spacing_{int(spacing)}mm"
+        found[name] = (_save(folder / f"{stem}.nii.gz", np.where(array > 0.5, array, 0), grid), _save(folder / f"{stem}_label.nii.gz", reference, grid))
     return found
 
 
@@ -126,8 +127,8 @@ def main(variants: str = "", output: str = "docs/robustness.md") -> None:
                     print(f"skipping {bundle}{variant}: no {weights}", file=sys.stderr)
                     continue
                 row = {"bundle": bundle, "variant": variant or "policy", "dice": {}}
-                for name, (scan, label) in scans.items():
-                    out = Path(scratch) / f"{bundle}{variant}_{scan.name.split('.')[0]}"
+                for index, (name, (scan, label)) in enumerate(scans.items()):
+                    out = Path(scratch) / f"{bundle}{variant}_{index}"
                     out.mkdir()
                     prediction = segment(bundle, weights, scan, out)
                     row["dice"][name] = mean_dice(prediction, np.asarray(nib.load(label).dataobj))
