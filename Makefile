@@ -115,8 +115,11 @@ $(LABEL_STAMP): requirements-label.txt pyproject.toml
 	$(LABEL_PY) -m pip install --quiet --no-deps --no-build-isolation -e .
 	touch $@
 
+# STUDIES may also be a PACS's DICOMweb root (http://127.0.0.1:8042/dicom-web): served as it is.
 label: data label-install
+ifeq ($(filter http://% https://%,$(STUDIES)),)
 	$(LABEL_PY) label_app/studies.py --dataset_dir $(DATA_DIR) --studies_dir $(STUDIES)
+endif
 	@echo "MONAI Label server: http://$(LABEL_HOST):$(LABEL_PORT) (3D Slicer: MONAI Label module, Server field)"
 	$(LABEL_PY) -m monailabel.main start_server --app label_app --studies $(STUDIES) --host $(LABEL_HOST) --port $(LABEL_PORT) $(LABEL_CONF)
 

@@ -12,6 +12,12 @@ Settings, each a ``--conf <key> <value>`` of ``start_server``:
 - ``overrides``: a file name under each bundle's ``configs/`` merged over ``inference.json`` and
   ``train.json`` (default ``none``).
 
+``--studies`` may be a PACS instead of a folder: the root of its DICOMweb service (e.g. Orthanc's
+``http://127.0.0.1:8042/dicom-web``; credentials in ``MONAI_LABEL_DICOMWEB_USERNAME`` and
+``MONAI_LABEL_DICOMWEB_PASSWORD``, never in the URL). The series of the served weights' modality
+are listed, pulled into MONAI Label's cache and converted to NIfTI for inference and training; a
+label saved as final goes back to the PACS as a DICOM SEG (:class:`PacsDatastore`).
+
 Weights describe themselves: each bundle is served with the classes, channels, spacing,
 normalisation and network sizes its ``models/model.pt`` was trained with, and a training round
 starts from them with the same settings. Weights load strictly: weights that do not fit the configs
@@ -28,7 +34,12 @@ from pathlib import Path
 from typing import Any
 
 from monailabel.config import settings
+from monailabel.datastore.dicom import DICOMwebClientX, DICOMWebDatastore
+from monailabel.datastore.local import LocalDatastore
+from monailabel.datastore.utils.convert import nifti_to_dicom_seg
+from monailabel.datastore.utils.dicom import dicom_web_upload_dcm
 from monailabel.interfaces.app import MONAILabelApp
+from monailabel.interfaces.datastore import DefaultLabelTag
 from monailabel.interfaces.tasks.infer_v2 import InferTask
 from monailabel.interfaces.tasks.train import TrainTask
 from monailabel.tasks.infer.bundle import BundleInferTask
@@ -36,6 +47,7 @@ from monailabel.tasks.train.bundle import BundleTrainTask
 
 from common.bundle import read_overrides
 from common.checkpoints import load_model_weights, trained_settings
+from common.dicomweb import checked_url
 from common.errors import InputError
 
 logger = logging.getLogger(__name__)
@@ -171,6 +183,33 @@ class StrictBundleTrainTask(BundleTrainTask):
         return overrides
 
 
+class PacsDatastore(DICOMWebDatastore):
+    """MONAI Label's DICOMweb datastore whose final labels go back to the PACS as a DICOM SEG written
+    by pydicom-seg (MONAI Label's own writer without dcmqi: MONAI Label would download dcmqi's
+    ``itkimage2segimage`` from GitHub when the server starts, and a hospital network or CI has no
+    internet). The SEG references the cached series; the label is also kept in the local cache."""
+
+    def save_label(self, image_id: str, label_filename: str, label_tag: str, label_info: dict[str, Any], label_id: str = "") -> str:
+        if label_tag == DefaultLabelTag.FINAL:
+            self.get_image_uri(image_id)
+            series_dir = os.path.realpath(os.path.join(self._datastore.image_path(), image_id))
+            seg_file = nifti_to_dicom_seg(series_dir, label_filename, label_info.get("label_info"), use_itk=False)
+            if not seg_file:
+                raise InputError(f"{label_filename}: an empty label; nothing stored on the PACS")
+            try:
+                seg_series = dicom_web_upload_dcm(seg_file, self._client)
+            finally:
+                os.unlink(seg_file)
+            image_info = self.get_image_info(image_id)
+            label_info.update({"SeriesInstanceUID": seg_series, **{k: image_info.get(k) for k in ("Modality", "PatientID", "StudyInstanceUID")}})
+        return LocalDatastore.save_label(self, image_id, label_filename, label_tag, label_info)
+
+
+def dicom_modality(channel_names: list[str]) -> str:
+    """The DICOM modality of weights trained on ``channel_names`` (``CT``, else ``MR``)."""
+    return "CT" if channel_names and all(n.upper() == "CT" for n in channel_names) else "MR"
+
+
 class CollectionApp(MONAILabelApp):
     """Every bundle under the ``bundles`` setting, served for inference (those with weights that fit
     their configs) and training (all)."""
@@ -194,6 +233,29 @@ class CollectionApp(MONAILabelApp):
         if unknown:
             raise InputError(f"{self.bundles_dir}: no bundle named {', '.join(unknown)} (there are {', '.join(available)})")
         return {name: available[name] for name in names}
+
+    def _init_dicomweb_datastore(self) -> PacsDatastore:
+        """The PACS at ``studies`` (a DICOMweb root): credentials from ``MONAI_LABEL_DICOMWEB_USERNAME``
+        and ``MONAI_LABEL_DICOMWEB_PASSWORD`` (refused in the URL); the series listed are those of
+        the modality the served weights were trained on (``MONAI_LABEL_DICOMWEB_SEARCH_FILTER``
+        overrides it); no dcmqi download."""
+        from dicomweb_client.session_utils import create_session_from_user_pass
+
+        url = checked_url(self.studies)
+        user, password = settings.MONAI_LABEL_DICOMWEB_USERNAME, settings.MONAI_LABEL_DICOMWEB_PASSWORD
+        client = DICOMwebClientX(
+            url=url, session=create_session_from_user_pass(user, password) if user and password else None,
+            qido_url_prefix=settings.MONAI_LABEL_QIDO_PREFIX, wado_url_prefix=settings.MONAI_LABEL_WADO_PREFIX,
+            stow_url_prefix=settings.MONAI_LABEL_STOW_PREFIX,
+        )
+        search_filter = settings.MONAI_LABEL_DICOMWEB_SEARCH_FILTER
+        if "MONAI_LABEL_DICOMWEB_SEARCH_FILTER" not in os.environ:
+            modalities = {dicom_modality(trained_settings(f / "models" / "model.pt").get("channel_names", [])) for f in self.bundles.values()}
+            search_filter = {"Modality": modalities.pop()} if len(modalities) == 1 else {}
+        logger.info(f"PACS {url}: series with {search_filter or 'any modality'}")
+        cache = (settings.MONAI_LABEL_DICOMWEB_CACHE_PATH or "").strip() or None
+        return PacsDatastore(client=client, search_filter=search_filter, cache_path=cache,
+                             fetch_by_frame=settings.MONAI_LABEL_DICOMWEB_FETCH_BY_FRAME, convert_to_nifti=True)
 
     def init_infers(self) -> dict[str, InferTask]:
         infers: dict[str, InferTask] = {}

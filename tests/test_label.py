@@ -113,7 +113,7 @@ class Server:
     """``monailabel start_server`` with the app of this repository, stopped (its whole process
     group) by :meth:`stop` whatever state it is in."""
 
-    def __init__(self, studies: Path, bundles: Path, log: Path) -> None:
+    def __init__(self, studies: Path | str, bundles: Path, log: Path, conf: dict[str, str] | None = None, env: dict[str, str] | None = None) -> None:
         self.url = f"http://127.0.0.1:{free_port()}"
         self.log = log
         command = [
@@ -121,8 +121,11 @@ class Server:
             "--studies", str(studies), "--host", "127.0.0.1", "--port", self.url.rsplit(":", 1)[1],
             "--conf", "bundles", str(bundles), "--conf", "overrides", "run.json",
         ]
+        for key, value in (conf or {}).items():
+            command += ["--conf", key, value]
         with open(log, "w") as out:
-            self.process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, cwd=REPO_ROOT, start_new_session=True)
+            self.process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, cwd=REPO_ROOT, start_new_session=True,
+                                            env={**os.environ, **(env or {})})
 
     def log_tail(self, lines: int = 40) -> str:
         return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
@@ -281,3 +284,56 @@ def test_serving_beyond_loopback_without_authentication_is_refused(tmp_path: Pat
     output = result.stdout + result.stderr
     assert result.returncode != 0
     assert "--host 0.0.0.0: the server would accept anyone who can reach it" in output and "serve on --host 127.0.0.1" in output
+
+
+def test_a_pacs_over_dicomweb_is_served_and_a_final_label_goes_back_as_dicom_seg(served, tmp_path: Path) -> None:
+    """Orthanc on loopback (with authentication) as the studies: a series pulled and inferred, the
+    label saved as final stored back on the PACS as a DICOM SEG over the same series."""
+    import io
+
+    import pydicom
+    import requests
+
+    from conftest import write_dicom_series
+    from test_pacs import DICOMWEB_PLUGIN, ORTHANC, PASSWORD, USER, Orthanc
+
+    if not (Path(ORTHANC).is_file() and DICOMWEB_PLUGIN.is_file()):
+        pytest.skip("needs Debian's orthanc and orthanc-dicomweb: make pacs-install")
+    _, _, studies, bundles = served
+    pacs = Orthanc(tmp_path / "pacs")
+    server = None
+    try:
+        pacs.wait()
+        study = pydicom.uid.generate_uid()
+        image = nib.load(studies / "case0.nii.gz").get_fdata(dtype=np.float32)
+        series = write_dicom_series(tmp_path / "series", image * 1000, spacing=(2.0, 2.0, 2.0), study_uid=study)
+        pacs.upload(tmp_path / "series")
+        env = {"MONAI_LABEL_DICOMWEB_USERNAME": USER, "MONAI_LABEL_DICOMWEB_PASSWORD": PASSWORD,
+               "MONAI_LABEL_DICOMWEB_CACHE_PATH": str(tmp_path / "cache")}
+        server = Server(f"{pacs.url}/dicom-web", bundles, tmp_path / "server.log", conf={"models": TRAINED_BUNDLE}, env=env)
+        server.wait_for_info(START_TIMEOUT)
+        label_file = tmp_path / "label.nii.gz"
+        label_file.write_bytes(server.call(f"/infer/{TRAINED_BUNDLE}?image={series}&output=image", method="POST", timeout=300))
+        label = nib.load(label_file)
+        assert label.shape == image.shape
+        assert series in json.loads(server.call("/datastore/?output=all"))["objects"]  # pulled into the cache
+
+        saved = np.zeros(image.shape, dtype=np.uint8)
+        saved[4:12, 4:12, 2:8], saved[14:20, 4:12, 2:8] = 1, 3
+        write_volume(tmp_path / "final.nii.gz", saved, label.affine)
+        with open(tmp_path / "final.nii.gz", "rb") as final:
+            answer = requests.put(f"{server.url}/datastore/label", params={"image": series, "tag": "final"},
+                                  files={"label": ("final.nii.gz", final)}, data={"params": json.dumps({"label_info": [
+                                      {"name": "CSF", "idx": 1}, {"name": "white matter", "idx": 3}]})}, timeout=120)
+        assert answer.status_code == 200, f"{answer.text[:500]}\n{server.log_tail()}"
+
+        stored = [s for s in pacs.series_of(study) if s["MainDicomTags"].get("Modality") == "SEG"]
+        assert len(stored) == 1, server.log_tail()
+        seg = pydicom.dcmread(io.BytesIO(pacs.rest(f"/instances/{stored[0]['Instances'][0]}/file")))
+        assert seg.ReferencedSeriesSequence[0].SeriesInstanceUID == series and seg.StudyInstanceUID == study
+        assert [s.SegmentLabel for s in seg.SegmentSequence] == ["CSF", "white matter"]
+        assert PASSWORD not in server.log.read_text()
+    finally:
+        if server is not None:
+            server.stop()
+        pacs.stop()
