@@ -83,7 +83,7 @@ bench: install
 
 # Each bundle's brain demo weights (make demo BUNDLE=...) on the held-out hemisphere under controlled
 # shifts -> docs/robustness.md. VARIANTS=",_noaug" adds weights trained without the augmentation policy
-# into models/_noaug (--augmentation None --ckpt_dir bundles/<b>/models/_noaug).
+# into models/_noaug (--augmentation False --ckpt_dir bundles/<b>/models/_noaug).
 VARIANTS ?=
 robustness: install
 	$(PY) bench/robustness.py --variants "$(VARIANTS)"

@@ -55,16 +55,17 @@ def rotation_range(roi_size: Sequence[int], degrees: float) -> list[float]:
     return [radians if axis == short else 0.0 for axis in range(3)]
 
 
-def augmentations(policy: Mapping[str, Any] | None, roi_size: Sequence[int], keys: Sequence[str] = ("image", "label")) -> list[MapTransform]:
+def augmentations(policy: Mapping[str, Any] | bool | None, roi_size: Sequence[int], keys: Sequence[str] = ("image", "label")) -> list[MapTransform]:
     """The random transforms of ``policy`` (keys as in :data:`NNUNET_POLICY`), for crops of
-    ``roi_size`` of ``image`` (``(C, D, H, W)``, normalised) and ``label``; ``None`` switches
-    augmentation off. Spatial transforms move the label with the image (nearest neighbour); the
+    ``roi_size`` of ``image`` (``(C, D, H, W)``, normalised) and ``label``; ``None`` (``null`` in a
+    config) or ``False`` (``--augmentation False`` on the command line, where MONAI drops a
+    ``None``) switches augmentation off. Spatial transforms move the label with the image (nearest neighbour); the
     others change the image only. A probability of 0 leaves its transform out.
 
     Raises:
         InputError: a policy key that is missing or unknown, naming it.
     """
-    if policy is None:
+    if policy is None or policy is False:
         return []
     unknown, missing = sorted(set(policy) - set(NNUNET_POLICY)), sorted(set(NNUNET_POLICY) - set(policy))
     if unknown or missing:

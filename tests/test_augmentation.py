@@ -22,7 +22,7 @@ def test_every_bundle_trains_with_the_same_policy_by_default() -> None:
 
 
 def test_none_switches_it_off_and_a_zero_probability_drops_a_transform() -> None:
-    assert augmentations(None, [32, 32, 32]) == []
+    assert augmentations(None, [32, 32, 32]) == [] and augmentations(False, [32, 32, 32]) == []
     full = augmentations(NNUNET_POLICY, [32, 32, 32])
     without_noise = augmentations({**NNUNET_POLICY, "noise_prob": 0.0}, [32, 32, 32])
     assert len(without_noise) == len(full) - 1
