@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -158,3 +160,22 @@ def write_dicom_series(folder: Path, volume: np.ndarray, spacing: tuple[float, f
         ds.PixelData = np.ascontiguousarray(pixels[:, :, index].T).tobytes()
         ds.save_as(folder / f"slice_{index:04d}.dcm", enforce_file_format=True)
     return series_uid
+
+
+def free_port() -> int:
+    """A TCP port free on loopback now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def stop_process_group(process: subprocess.Popen) -> None:
+    """Stop a server started with ``start_new_session=True``, its whole process group: SIGTERM,
+    then SIGKILL after 30 s."""
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()

@@ -6,10 +6,7 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import shutil
-import signal
-import socket
 import subprocess
 import time
 import urllib.error
@@ -23,20 +20,14 @@ import numpy as np
 import pytest
 from monai.transforms import LoadImage
 
-from conftest import BUNDLES, write_dicom_series
-from test_sharing import BUNDLE, OBLIQUE, cli, last_line, trained  # noqa: F401  (trained: the tiny unetr fixture)
+from conftest import BUNDLES, free_port, stop_process_group, write_dicom_series
+from test_sharing import BUNDLE, cli, last_line, trained  # noqa: F401  (trained: the tiny unetr fixture)
 
 ORTHANC = shutil.which("Orthanc") or "/usr/sbin/Orthanc"
 DICOMWEB_PLUGIN = Path("/usr/share/orthanc/plugins/libOrthancDicomWeb.so")
 USER, PASSWORD = "radiology", "not-on-the-command-line"
 pytestmark = pytest.mark.skipif(not (Path(ORTHANC).is_file() and DICOMWEB_PLUGIN.is_file()),
                                 reason="needs Debian's orthanc and orthanc-dicomweb: make pacs-install")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 class Orthanc:
@@ -85,13 +76,7 @@ class Orthanc:
         return [series for orthanc_id in found for series in json.loads(self.rest(f"/studies/{orthanc_id}/series"))]
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait()
+        stop_process_group(self.process)
 
 
 @pytest.fixture
