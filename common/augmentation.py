@@ -1,5 +1,6 @@
-"""The collection's training augmentation: nnU-Net's family of spatial and intensity augmentations,
-built from MONAI transforms, with every probability and range a key of one config dict."""
+"""The collection's training augmentation: nnU-Net's family of spatial and intensity augmentations
+and an MRI bias field, built from MONAI transforms, with every probability and range a key of one
+config dict."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from monai.transforms import (
     MapTransform,
     RandAdjustContrastd,
     RandAffined,
+    RandBiasFieldd,
     RandFlipd,
     RandGaussianNoised,
     RandGaussianSmoothd,
@@ -21,8 +23,12 @@ from monai.transforms import (
 
 from common.errors import InputError
 
-# nnU-Net v2's default training augmentation (nnUNetTrainer), as the configs' ``augmentation`` shows it.
-NNUNET_POLICY: dict[str, Any] = {
+# nnU-Net v2's default training augmentation (nnUNetTrainer), as the configs' ``augmentation`` shows
+# it, and a smooth multiplicative bias field (TorchIO's RandomBiasField default: a degree-3
+# polynomial in the exponent, coefficients uniform in [-0.5, 0.5]), the receive-coil shading of MRI
+# that nnU-Net leaves out; ``python -m common plan`` switches it off for CT, whose intensities are
+# calibrated.
+DEFAULT_POLICY: dict[str, Any] = {
     "spatial_prob": 0.2,
     "rotate_degrees": 30.0,
     "scale": [0.7, 1.4],
@@ -40,7 +46,10 @@ NNUNET_POLICY: dict[str, Any] = {
     "gamma_prob": 0.3,
     "inverted_gamma_prob": 0.1,
     "gamma": [0.7, 1.5],
+    "bias_field_prob": 0.3,
+    "bias_field_coeff": 0.5,
 }
+BIAS_FIELD_DEGREE = 3
 ANISOTROPIC_PATCH = 3.0  # nnU-Net: a patch this much longer than its short axis is rotated in-plane only
 
 
@@ -56,20 +65,21 @@ def rotation_range(roi_size: Sequence[int], degrees: float) -> list[float]:
 
 
 def augmentations(policy: Mapping[str, Any] | bool | None, roi_size: Sequence[int], keys: Sequence[str] = ("image", "label")) -> list[MapTransform]:
-    """The random transforms of ``policy`` (keys as in :data:`NNUNET_POLICY`), for crops of
+    """The random transforms of ``policy`` (keys as in :data:`DEFAULT_POLICY`), for crops of
     ``roi_size`` of ``image`` (``(C, D, H, W)``, normalised) and ``label``; ``None`` (``null`` in a
     config) or ``False`` (``--augmentation False`` on the command line, where MONAI drops a
     ``None``) switches augmentation off. Spatial transforms move the label with the image (nearest neighbour); the
-    others change the image only. A probability of 0 leaves its transform out.
+    others change the image only. The bias field multiplies the crop (an intensity-normalised MRI,
+    background 0), drawn over the crop's extent. A probability of 0 leaves its transform out.
 
     Raises:
         InputError: a policy key that is missing or unknown, naming it.
     """
     if policy is None or policy is False:
         return []
-    unknown, missing = sorted(set(policy) - set(NNUNET_POLICY)), sorted(set(NNUNET_POLICY) - set(policy))
+    unknown, missing = sorted(set(policy) - set(DEFAULT_POLICY)), sorted(set(DEFAULT_POLICY) - set(policy))
     if unknown or missing:
-        raise InputError(f"augmentation: unknown keys {unknown}, missing keys {missing}; the policy has {sorted(NNUNET_POLICY)}")
+        raise InputError(f"augmentation: unknown keys {unknown}, missing keys {missing}; the policy has {sorted(DEFAULT_POLICY)}")
     p = dict(policy)
     image, both = keys[0], list(keys)
     low, high = p["scale"]
@@ -77,6 +87,8 @@ def augmentations(policy: Mapping[str, Any] | bool | None, roi_size: Sequence[in
         (p["spatial_prob"], lambda prob: RandAffined(
             both, prob=prob, rotate_range=rotation_range(roi_size, p["rotate_degrees"]), scale_range=[(low - 1, high - 1)] * 3,
             mode=["bilinear", "nearest"][: len(both)], padding_mode="zeros")),
+        (p["bias_field_prob"], lambda prob: RandBiasFieldd(
+            image, degree=BIAS_FIELD_DEGREE, coeff_range=(-p["bias_field_coeff"], p["bias_field_coeff"]), prob=prob)),
         (p["noise_prob"], lambda prob: RandGaussianNoised(image, prob=prob, std=p["noise_std"])),
         (p["blur_prob"], lambda prob: RandGaussianSmoothd(image, sigma_x=p["blur_sigma"], sigma_y=p["blur_sigma"], sigma_z=p["blur_sigma"], prob=prob)),
         (p["brightness_prob"], lambda prob: RandScaleIntensityd(image, factors=[f - 1 for f in p["brightness"]], prob=prob)),

@@ -13,6 +13,7 @@ import torch
 from monai.apps.auto3dseg import DataAnalyzer
 from monai.transforms import EnsureChannelFirstd, EnsureTyped, Orientationd
 
+from common.augmentation import DEFAULT_POLICY
 from common.data import Case, DatasetDescription, dataset_splits, describe_dataset
 from common.errors import InputError
 from common.io import write_json
@@ -78,12 +79,17 @@ def roi_for(median_shape: list[int], max_voxels: int, divisor: int = ROI_DIVISOR
     return roi, f"{why} ({math.prod(roi):,} voxels)"
 
 
+def is_ct(channel_names: list[str]) -> bool:
+    """Every channel is named ``CT`` (nnU-Net's convention for calibrated Hounsfield units)."""
+    return bool(channel_names) and all(name.upper() == "CT" for name in channel_names)
+
+
 def normalization_for(channel_names: list[str], foreground: dict[str, Any]) -> tuple[dict[str, Any], str]:
     """CT (every channel named ``CT``): clip to the foreground's 0.5-99.5 percentiles and z-score
     with the foreground mean and standard deviation (nnU-Net's rule; DataAnalyzer's statistics of
     the labelled voxels, averaged over cases). Anything else (MRI ...): per image and channel, the
     0.5-99.5 percentiles mapped to [0, 1]."""
-    if channel_names and all(name.upper() == "CT" for name in channel_names):
+    if is_ct(channel_names):
         low, high = float(foreground["percentile_00_5"]), float(foreground["percentile_99_5"])
         mean, std = float(foreground["mean"]), float(foreground["stdev"])
         if not std > 0:
@@ -131,6 +137,7 @@ def make_plan(dataset_dir: str, max_roi_voxels: int = DEFAULT_MAX_ROI_VOXELS) ->
         "roi_size": roi_size,
         "input_contract": None,
         "enclosed_background_class": None,
+        "augmentation": {**DEFAULT_POLICY, "bias_field_prob": 0.0} if is_ct(channel_names) else DEFAULT_POLICY,
     }
     notes = [
         f"{len(cases)} labelled cases, {dataset.layout} layout",
@@ -139,6 +146,7 @@ def make_plan(dataset_dir: str, max_roi_voxels: int = DEFAULT_MAX_ROI_VOXELS) ->
         f"spacing {plan['spacing']} mm: {spacing_why}",
         f"normalization: {normalization_why}",
         f"roi_size {roi_size}: {roi_why}",
+        "augmentation: the collection's policy" + (", without its MRI bias field (CT intensities are calibrated)" if is_ct(channel_names) else ""),
         "input_contract and enclosed_background_class: none (the brain defaults, a brain-extracted input and enclosed "
         "background as CSF, do not carry over to other data; set them in the plan if your labels need them)",
     ]
@@ -154,8 +162,9 @@ def make_plan(dataset_dir: str, max_roi_voxels: int = DEFAULT_MAX_ROI_VOXELS) ->
 def plan(dataset_dir: str, max_roi_voxels: int = DEFAULT_MAX_ROI_VOXELS) -> None:
     """Fingerprint the data set at ``dataset_dir`` (MONAI Auto3DSeg's ``DataAnalyzer``) and write
     ``dataset_dir/plan.json``: ``num_classes``, ``class_names``, ``in_channels``,
-    ``channel_names``, ``spacing``, ``normalization`` and ``roi_size`` for any bundle (and no input
-    contract nor enclosed-background relabelling, which are the brain task's), with
+    ``channel_names``, ``spacing``, ``normalization``, ``roi_size`` and ``augmentation`` (the
+    collection's policy; no bias field for CT) for any bundle (and no input contract nor
+    enclosed-background relabelling, which are the brain task's), with
     ``splits.json`` (5 folds, fixed seed) where the data set has no validation section. Prints what
     it decided and why; the same data give the same file. Use it as
 

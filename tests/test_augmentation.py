@@ -11,26 +11,26 @@ import torch
 from monai.transforms import Compose
 from monai.utils import set_determinism
 
-from common.augmentation import NNUNET_POLICY, augmentations, rotation_range
+from common.augmentation import DEFAULT_POLICY, augmentations, rotation_range
 from common.errors import InputError
 from conftest import BUNDLE_NAMES, BUNDLES
 
 
 def test_every_bundle_trains_with_the_same_policy_by_default() -> None:
     policies = {b: json.loads((BUNDLES / b / "configs" / "train.json").read_text())["augmentation"] for b in BUNDLE_NAMES}
-    assert all(policy == NNUNET_POLICY for policy in policies.values())
+    assert all(policy == DEFAULT_POLICY for policy in policies.values())
 
 
 def test_none_switches_it_off_and_a_zero_probability_drops_a_transform() -> None:
     assert augmentations(None, [32, 32, 32]) == [] and augmentations(False, [32, 32, 32]) == []
-    full = augmentations(NNUNET_POLICY, [32, 32, 32])
-    without_noise = augmentations({**NNUNET_POLICY, "noise_prob": 0.0}, [32, 32, 32])
+    full = augmentations(DEFAULT_POLICY, [32, 32, 32])
+    without_noise = augmentations({**DEFAULT_POLICY, "noise_prob": 0.0}, [32, 32, 32])
     assert len(without_noise) == len(full) - 1
-    assert len(augmentations({**NNUNET_POLICY, "mirror_axes": [0, 1, 2]}, [32, 32, 32])) == len(full) + 3
+    assert len(augmentations({**DEFAULT_POLICY, "mirror_axes": [0, 1, 2]}, [32, 32, 32])) == len(full) + 3
 
 
 def test_a_misspelt_key_is_refused_by_name() -> None:
-    policy = {**NNUNET_POLICY, "rotate_deg": 15}
+    policy = {**DEFAULT_POLICY, "rotate_deg": 15}
     del policy["rotate_degrees"]
     with pytest.raises(InputError, match=r"unknown keys \['rotate_deg'\], missing keys \['rotate_degrees'\]"):
         augmentations(policy, [32, 32, 32])
@@ -47,7 +47,7 @@ def test_spatial_augmentation_moves_the_label_with_the_image() -> None:
     label = torch.zeros(1, 24, 24, 24)
     label[0, 6:16, 8:20, 4:12] = 1
     label[0, 14:20, 3:9, 14:22] = 2
-    only_spatial = {**NNUNET_POLICY, **{k: 0.0 for k in NNUNET_POLICY if k.endswith("_prob")}, "spatial_prob": 1.0, "mirror_axes": [0, 2]}
+    only_spatial = {**DEFAULT_POLICY, **{k: 0.0 for k in DEFAULT_POLICY if k.endswith("_prob")}, "spatial_prob": 1.0, "mirror_axes": [0, 2]}
     moved = Compose(augmentations(only_spatial, [24, 24, 24]))({"image": label.clone(), "label": label.clone()})
     image = torch.as_tensor(moved["image"])
     assert not torch.equal(torch.as_tensor(moved["label"]), label)  # it moved
@@ -60,7 +60,7 @@ def test_intensity_augmentation_keeps_the_label_and_the_shape() -> None:
     set_determinism(seed=0)
     image = torch.as_tensor(np.random.RandomState(0).normal(size=(1, 24, 24, 24)), dtype=torch.float32)
     label = (image > 0).float()
-    only_intensity = {**NNUNET_POLICY, **{k: 1.0 for k in NNUNET_POLICY if k.endswith("_prob")}, "spatial_prob": 0.0}
+    only_intensity = {**DEFAULT_POLICY, **{k: 1.0 for k in DEFAULT_POLICY if k.endswith("_prob")}, "spatial_prob": 0.0}
     out = Compose(augmentations(only_intensity, [24, 24, 24]))({"image": image.clone(), "label": label.clone()})
     assert torch.equal(torch.as_tensor(out["label"]), label) and out["image"].shape == image.shape
     assert not torch.allclose(torch.as_tensor(out["image"]), image)

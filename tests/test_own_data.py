@@ -14,6 +14,7 @@ import pytest
 from monai.data import create_test_image_3d
 from monai.transforms import Compose
 
+from common.augmentation import DEFAULT_POLICY
 from common.data import describe_dataset, kfold_splits, load_datalist
 from common.errors import InputError
 from common.plan import make_plan, roi_for, target_spacing
@@ -148,6 +149,7 @@ def test_plan_of_a_ct_set_uses_the_foreground_statistics(tmp_path: Path) -> None
     assert norm["mean"] == pytest.approx(np.mean([f.mean() for f in foreground]), rel=1e-3)
     assert norm["clip"][1] == pytest.approx(np.mean([np.percentile(f, 99.5) for f in foreground]), rel=2e-2)
     assert np.prod(plan["roi_size"]) <= 32**3 and all(r % 16 == 0 for r in plan["roi_size"])
+    assert plan["augmentation"] == {**DEFAULT_POLICY, "bias_field_prob": 0.0}  # no coil shading in Hounsfield units
     assert any("fold 0 of the 4-fold split" in note for note in notes)
 
 
@@ -160,6 +162,7 @@ def test_plan_of_an_mri_set_normalises_per_image_and_is_reproducible(tmp_path: P
     assert "normalization: per image" in first.stdout and "roi_size [32, 32, 32]" in first.stdout
     plan = json.loads(written)
     assert plan["in_channels"] == 2 and plan["channel_names"] == ["T2", "ADC"] and plan["normalization"]["mode"] == "percentile"
+    assert plan["augmentation"] == DEFAULT_POLICY
     subprocess.run(command, cwd=REPO_ROOT, capture_output=True, check=True, timeout=300)
     assert (root / "plan.json").read_bytes() == written
 
