@@ -24,10 +24,11 @@ from monai.transforms import (
 from common.errors import InputError
 
 # nnU-Net v2's default training augmentation (nnUNetTrainer), as the configs' ``augmentation`` shows
-# it, and a smooth multiplicative bias field (TorchIO's RandomBiasField default: a degree-3
-# polynomial in the exponent, coefficients uniform in [-0.5, 0.5]), the receive-coil shading of MRI
-# that nnU-Net leaves out; ``python -m common plan`` switches it off for CT, whose intensities are
-# calibrated.
+# it, and a smooth multiplicative bias field, the receive-coil shading of MRI that nnU-Net leaves out
+# (``python -m common plan`` switches it off for CT, whose intensities are calibrated). The field is
+# TorchIO's RandomBiasField (a degree-3 polynomial in the exponent) drawn over each crop: with
+# coefficients in [-0.25, 0.25] it varies across a crop about as much as TorchIO's default whole-image
+# field (coefficients in [-0.5, 0.5]) varies across a crop of half the image's extent.
 DEFAULT_POLICY: dict[str, Any] = {
     "spatial_prob": 0.2,
     "rotate_degrees": 30.0,
@@ -47,7 +48,7 @@ DEFAULT_POLICY: dict[str, Any] = {
     "inverted_gamma_prob": 0.1,
     "gamma": [0.7, 1.5],
     "bias_field_prob": 0.3,
-    "bias_field_coeff": 0.5,
+    "bias_field_coeff": 0.25,
 }
 BIAS_FIELD_DEGREE = 3
 ANISOTROPIC_PATCH = 3.0  # nnU-Net: a patch this much longer than its short axis is rotated in-plane only
