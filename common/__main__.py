@@ -2,32 +2,36 @@
 
 Commands: ``segment`` (one scan with one bundle), ``plan`` (fit the bundles to a data set),
 ``package``, ``verify`` and ``unpack`` (self-contained bundle zips), ``export`` (TorchScript and ONNX),
-``prepare_data`` (the embedded demo data sets).
+``prepare_data`` (the embedded demo data sets). Only the chosen command's module is imported.
 """
 
-from pathlib import Path
+import importlib
+import sys
 
 import fire
 
-from common.demo_data import build_mni152_dataset, build_vertebrae_dataset
 from common.errors import report_input_errors_briefly
-from common.export import export
-from common.package import package
-from common.plan import plan
-from common.segment import segment
-from common.verify import unpack, verify
+
+COMMANDS = {  # command: (module, function)
+    "segment": ("common.segment", "segment"),
+    "plan": ("common.plan", "plan"),
+    "package": ("common.package", "package"),
+    "verify": ("common.verify", "verify"),
+    "unpack": ("common.verify", "unpack"),
+    "export": ("common.export", "export"),
+    "prepare_data": ("common.demo_data", "prepare_data"),
+}
 
 
-def prepare_data(data_dir: str = "data") -> list[str]:
-    """Write the embedded demo data sets (no download) under ``data_dir``: ``mni152`` (brain tissue,
-    MRI) and ``vertebrae_ct`` (vertebra parts, CT); each a no-op when it exists.
-
-    Args:
-        data_dir: folder of the data sets.
-    """
-    return [str(build_mni152_dataset(Path(data_dir) / "mni152")), str(build_vertebrae_dataset(Path(data_dir) / "vertebrae_ct"))]
+def main(argv: list[str]) -> None:
+    """Run the command named by ``argv[0]`` with the rest of ``argv``."""
+    if not argv or argv[0] not in COMMANDS:
+        print(__doc__.strip(), file=sys.stderr)
+        sys.exit(0 if argv and argv[0] in ("-h", "--help") else 2)
+    module, function = COMMANDS[argv[0]]
+    fire.Fire(getattr(importlib.import_module(module), function), command=argv[1:], name=argv[0])
 
 
 if __name__ == "__main__":
     report_input_errors_briefly()
-    fire.Fire({"segment": segment, "plan": plan, "package": package, "verify": verify, "unpack": unpack, "export": export, "prepare_data": prepare_data})
+    main(sys.argv[1:])

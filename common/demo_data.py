@@ -214,3 +214,13 @@ def build_vertebrae_dataset(output_dir: str | os.PathLike = "data/vertebrae_ct")
         "sections": {"training": [name(v) for v in crops if v != held_out], "validation": [name(held_out)]},
     }
     return _write_dataset(output_dir, cases, description)
+
+
+def prepare_data(data_dir: str = "data") -> list[str]:
+    """Write the embedded demo data sets (no download) under ``data_dir``: ``mni152`` (brain tissue,
+    MRI) and ``vertebrae_ct`` (vertebra parts, CT); each a no-op when it exists.
+
+    Args:
+        data_dir: folder of the data sets.
+    """
+    return [str(build_mni152_dataset(Path(data_dir) / "mni152")), str(build_vertebrae_dataset(Path(data_dir) / "vertebrae_ct"))]

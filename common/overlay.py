@@ -13,13 +13,29 @@ from monai.transforms import Orientation
 from common.io import write_atomically
 
 
+PERCENTILE_SAMPLE = 2**20  # voxels the grey-level window is estimated from, at most
+
+
 def structure_centre(label: np.ndarray) -> tuple[int, ...]:
     """Voxel index of the centroid of the foreground of ``label`` ``(D, H, W)`` (the grid's centre
-    when there is none)."""
-    foreground = np.argwhere(label > 0)
-    if len(foreground) == 0:
+    when there is none), from the foreground's projection on each axis (no list of voxels)."""
+    foreground = label > 0
+    total = int(foreground.sum())
+    if total == 0:
         return tuple(s // 2 for s in label.shape)
-    return tuple(int(round(c)) for c in foreground.mean(axis=0))
+    centre = []
+    for axis in range(foreground.ndim):
+        profile = foreground.sum(axis=tuple(a for a in range(foreground.ndim) if a != axis), dtype=np.int64)
+        centre.append(int(round(float(np.dot(np.arange(len(profile)), profile)) / total)))
+    return tuple(centre)
+
+
+def grey_window(volume: np.ndarray) -> tuple[float, float]:
+    """The 0.5 and 99.5 percentiles of ``volume``, from an evenly strided sample of at most
+    :data:`PERCENTILE_SAMPLE` voxels."""
+    step = max(1, int(np.ceil((volume.size / PERCENTILE_SAMPLE) ** (1 / volume.ndim))))
+    low, high = np.percentile(volume[(slice(None, None, step),) * volume.ndim], [0.5, 99.5])
+    return float(low), float(high)
 
 
 def save_overlay(image: MetaTensor, label: MetaTensor, class_names: Sequence[str], path: str | Path, title: str = "") -> None:
@@ -39,9 +55,9 @@ def save_overlay(image: MetaTensor, label: MetaTensor, class_names: Sequence[str
     to_ras = Orientation(axcodes="RAS", labels=None)
     image, label = to_ras(image), to_ras(label)
     spacing = [float(s) for s in image.pixdim[:3]]
-    volume = torch.as_tensor(image)[0].float().numpy()
-    classes = torch.as_tensor(label)[0].numpy().astype(int)
-    low, high = np.percentile(volume, [0.5, 99.5])
+    volume = torch.as_tensor(image)[0].numpy()
+    classes = torch.as_tensor(label)[0].numpy()
+    low, high = grey_window(volume)
     colours = plt.get_cmap("tab10").colors
     palette = ListedColormap([(0, 0, 0, 0)] + [(*colours[i % 10], 0.45) for i in range(len(class_names) - 1)])
     x, y, z = structure_centre(classes)

@@ -27,6 +27,7 @@ from common.dicomweb import checked_url, is_dicomweb, pull_series, store
 from common.errors import InputError, brief_message, find_input_error, first_line
 from common.geometry import check_geometry
 from common.io import file_sha256, write_json
+from common.nifti_reader import StreamingNibabelReader
 from common.overlay import save_overlay
 from common.verify import MANIFEST
 from common.scan import Scan, find_scan
@@ -49,7 +50,7 @@ def choose_device(device: str | None) -> torch.device:
 def class_volumes_ml(label: MetaTensor, names: list[str]) -> dict[str, float]:
     """Volume in mL of every foreground class of ``label`` ``(1, D, H, W)``, from its affine."""
     voxel_ml = abs(float(np.linalg.det(label.affine[:3, :3].double().numpy()))) / 1000.0
-    counts = torch.bincount(torch.as_tensor(label).flatten().long(), minlength=len(names))
+    counts = torch.bincount(torch.as_tensor(label).flatten(), minlength=len(names))
     return {name: round(float(counts[i]) * voxel_ml, 3) for i, name in enumerate(names) if i > 0}
 
 
@@ -219,8 +220,10 @@ def segment(
         weights_sha256 = file_sha256(used_weights)
         with errors_naming(originals={used_weights: str(weights), local.source: source}):
             written, names, used = run_with_cpu_fallback(folder, local, staging, chosen, used_weights, settings)
-        label = LoadImage(image_only=True, ensure_channel_first=True)(written)
-        image = LoadImage(reader=local.reader(), image_only=True, ensure_channel_first=True)(local.source)
+        label = LoadImage(image_only=True, ensure_channel_first=True, dtype=None)(written)
+        load_image = LoadImage(reader=local.reader(), image_only=True, ensure_channel_first=True)
+        load_image.register(StreamingNibabelReader())
+        image = load_image(local.source)
         kinds = [("seg", ".nii.gz"), ("overlay", ".png"), ("report", ".json")]
         if not seg_problem:
             kinds.insert(1, ("dicom_seg", ".dcm"))

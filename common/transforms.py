@@ -10,10 +10,12 @@ import numpy as np
 import torch
 from monai.config import KeysCollection
 from monai.data import MetaTensor
-from monai.transforms import FillHoles, LoadImaged, MapTransform
+from monai.transforms import LoadImaged, MapTransform
+from scipy import ndimage
 
 from common.errors import InputError, first_line
 from common.geometry import DEFAULT_MAX_RESAMPLED_VOXELS, DEFAULT_MAX_VOXELS, check_geometry, read_geometry
+from common.nifti_reader import StreamingNibabelReader
 
 
 def source_name(volume: Any) -> str:
@@ -29,7 +31,8 @@ class LoadVolumed(LoadImaged):
     negative or not finite
     (:func:`common.geometry.check_geometry`); and whose read failures raise :class:`InputError`
     naming the file (missing, truncated, not an image). A folder (a DICOM series) is checked when
-    it is found (:func:`common.scan.find_scan`).
+    it is found (:func:`common.scan.find_scan`). A ``.nii.gz`` is decompressed straight into its
+    array (:class:`common.nifti_reader.StreamingNibabelReader`).
 
     Args:
         keys: keys of the files to load.
@@ -42,6 +45,7 @@ class LoadVolumed(LoadImaged):
     def __init__(self, keys: KeysCollection, max_voxels: int = DEFAULT_MAX_VOXELS, spacing: Sequence[float] | None = None,
                  max_resampled_voxels: int = DEFAULT_MAX_RESAMPLED_VOXELS, **kwargs) -> None:
         super().__init__(keys, **kwargs)
+        self.register(StreamingNibabelReader())
         self.max_voxels, self.max_resampled_voxels = max_voxels, max_resampled_voxels
         self.spacing = None if spacing is None else list(spacing)
 
@@ -108,9 +112,11 @@ class ValidateVolumed(MapTransform):
             raise InputError(f"{name}: expected a 3D volume, got {image.ndim - 1} spatial dimensions {tuple(image.shape[1:])}")
         if self.in_channels is not None and image.shape[0] != self.in_channels:
             raise InputError(f"{name}: the network takes {self.in_channels} channel(s), the image has {image.shape[0]}")
-        bad = int((~torch.isfinite(torch.as_tensor(image))).sum())
-        if bad:
-            raise InputError(f"{name}: {bad} NaN or infinite intensities")
+        values = torch.as_tensor(image)
+        if not torch.isfinite(values.sum()):  # a NaN or inf makes the sum one; counted only then (no voxel-sized temporary)
+            bad = int((~torch.isfinite(values)).sum())
+            if bad:
+                raise InputError(f"{name}: {bad} NaN or infinite intensities")
 
     def _check_label(self, label: torch.Tensor, image: torch.Tensor) -> None:
         name = source_name(label)
@@ -155,7 +161,9 @@ class CheckInputContractd(MapTransform):
             return d
         image = d[self.image_key]
         voxel_ml = abs(float(np.linalg.det(np.asarray(image.affine, dtype=float)[:3, :3]))) / 1000.0
-        nonzero_ml = float((torch.as_tensor(image) != 0).any(dim=0).sum()) * voxel_ml
+        values = torch.as_tensor(image)
+        nonzero = torch.count_nonzero(values[0]) if values.shape[0] == 1 else torch.count_nonzero((values != 0).any(dim=0))
+        nonzero_ml = float(nonzero) * voxel_ml
         limit = float(self.contract["max_nonzero_ml"])
         if nonzero_ml > limit:
             raise InputError(f"{source_name(image)}: {nonzero_ml:,.0f} mL of non-zero voxels, more than {limit:,.0f} mL; "
@@ -164,10 +172,11 @@ class CheckInputContractd(MapTransform):
 
 
 class FillEnclosedBackgroundd(MapTransform):
-    """Label with ``value`` the background voxels that the foreground encloses (holes of the binary
-    foreground mask, MONAI's :class:`~monai.transforms.FillHoles`): where labels never hold enclosed
-    background, as in a brain whose mask was hole-filled, a dark ventricle predicted as background
-    is CSF. ``None`` leaves the labels as they are.
+    """Label with ``value`` the background voxels that the foreground encloses: background not
+    reachable from the volume's edge through background (26-connected), as MONAI's
+    :class:`~monai.transforms.FillHoles` finds holes, with two boolean volumes as working memory.
+    Where labels never hold enclosed background, as in a brain whose mask was hole-filled, a dark
+    ventricle predicted as background is CSF. ``None`` leaves the labels as they are.
 
     Args:
         keys: keys of label maps ``(1, D, H, W)`` (integer classes, 0 background).
@@ -182,6 +191,19 @@ class FillEnclosedBackgroundd(MapTransform):
         d = dict(data)
         if self.value is None:
             return d
+        for key in self.key_iterator(d):
+            labels = d[key]
+            background = (torch.as_tensor(labels)[0] == 0).cpu().numpy()
+            enclosed = np.zeros_like(background)
+            ndimage.binary_dilation(enclosed, structure=ndimage.generate_binary_structure(background.ndim, background.ndim),
+                                    iterations=-1, mask=background, border_value=1, output=enclosed)
+            np.logical_not(enclosed, out=enclosed)
+            np.logical_and(enclosed, background, out=enclosed)
+            del background
+            filled = labels.clone()
+            filled[0][torch.from_numpy(enclosed).to(filled.device)] = self.value
+            d[key] = filled
+        return d
         for key in self.key_iterator(d):
             labels = d[key]
             foreground = torch.as_tensor(labels) > 0

@@ -21,7 +21,6 @@ from monai.transforms import (
     DeleteItemsd,
     EnsureChannelFirstd,
     EnsureTyped,
-    Invertd,
     MapTransform,
     Orientationd,
     RandCropByLabelClassesd,
@@ -35,6 +34,7 @@ from monai.transforms import (
 from common.augmentation import augmentations
 from common.errors import InputError
 from common.geometry import DEFAULT_MAX_RESAMPLED_VOXELS, DEFAULT_MAX_VOXELS
+from common.inversion import RESAMPLE_DTYPE, RESAMPLE_MODE, RESAMPLE_PADDING, LabelOnInputGridd
 from common.io import AtomicNibabelWriter
 from common.transforms import CheckInputContractd, FillEnclosedBackgroundd, LoadVolumed, ValidateVolumed
 
@@ -111,7 +111,8 @@ def load_volumes(
         ValidateVolumed(label_key="label" if has_label else None, in_channels=in_channels, num_classes=num_classes),
         CheckInputContractd(input_contract),
         Orientationd(spatial, axcodes="RAS", labels=None),
-        Spacingd(spatial, pixdim=spacing, mode=["bilinear", "nearest"][: len(spatial)]),
+        Spacingd(spatial, pixdim=spacing, mode=[RESAMPLE_MODE, "nearest"][: len(spatial)], padding_mode=RESAMPLE_PADDING,
+                 dtype=RESAMPLE_DTYPE),
         intensity_normalization(normalization),
         EnsureTyped(keys),
     ]
@@ -133,32 +134,28 @@ def training_crops(roi_size: Sequence[int], num_samples: int, num_classes: int, 
     ]
 
 
-def one_hot_outputs(num_classes: int, enclosed_background_class: int | None = None, preprocessing: Compose | None = None) -> Compose:
+def one_hot_outputs(num_classes: int, enclosed_background_class: int | None = None, on_input_grid: bool = False) -> Compose:
     """Logits ``pred`` to its arg-max (enclosed background relabelled, see
     :class:`common.transforms.FillEnclosedBackgroundd`), then ``pred`` and ``label`` to one-hot, for
-    Dice and HD95. With the ``preprocessing`` that made the network's input, the probabilities are
-    first inverted to the image's own grid, where the label stayed (``load_volumes(resample_label=False)``)."""
-    invert = [] if preprocessing is None else [
-        Invertd("pred", transform=preprocessing, orig_keys="image", nearest_interp=False, to_tensor=True)
-    ]
+    Dice and HD95. ``on_input_grid``: the arg-max is taken on the image's own grid, where the label
+    stayed (``load_volumes(resample_label=False)``; :class:`common.inversion.LabelOnInputGridd`)."""
+    to_label = [LabelOnInputGridd("pred")] if on_input_grid else [AsDiscreted("pred", argmax=True)]
     return Compose([
         Activationsd("pred", softmax=True),
-        *invert,
-        AsDiscreted("pred", argmax=True),
+        *to_label,
         FillEnclosedBackgroundd("pred", enclosed_background_class),
         AsDiscreted(["pred", "label"], to_onehot=num_classes),
     ])
 
 
-def write_segmentation(preprocessing: Compose, output_dir: str, enclosed_background_class: int | None = None) -> Compose:
-    """Logits ``pred`` to a label volume on the input's own grid and affine (the pre-processing is
-    inverted on probabilities, then arg-max, then enclosed background relabelled, see
-    :class:`common.transforms.FillEnclosedBackgroundd`), written atomically as
+def write_segmentation(output_dir: str, enclosed_background_class: int | None = None) -> Compose:
+    """Logits ``pred`` to a label volume on the input's own grid and affine (probabilities resampled
+    and arg-maxed slab by slab, :class:`common.inversion.LabelOnInputGridd`; then enclosed background
+    relabelled, see :class:`common.transforms.FillEnclosedBackgroundd`), written atomically as
     ``<input>_seg.nii.gz`` (uint8)."""
     return Compose([
         Activationsd("pred", softmax=True),
-        Invertd("pred", transform=preprocessing, orig_keys="image", nearest_interp=False, to_tensor=True),
-        AsDiscreted("pred", argmax=True),
+        LabelOnInputGridd("pred"),
         FillEnclosedBackgroundd("pred", enclosed_background_class),
         SaveImaged(
             "pred", output_dir=output_dir, output_postfix="seg", output_dtype=np.uint8, resample=False,

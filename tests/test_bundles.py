@@ -273,3 +273,17 @@ def test_msga_loss_decreases_over_a_few_steps() -> None:
     network.eval()
     with torch.no_grad():
         assert network(image).shape == (2, 3, 16, 16, 16)  # eval mode: plain logits
+
+
+@pytest.mark.parametrize("bundle", BUNDLE_NAMES)
+@pytest.mark.parametrize("device, amp", [("cpu", False), (torch.device("cpu"), False), ("cuda:0", True), (torch.device("cuda", 1), True)])
+def test_mixed_precision_follows_the_device(bundle: str, device: str | torch.device, amp: bool) -> None:
+    """``amp`` is on exactly when the device is a GPU, for the trainer, its validation and inference
+    (the configs are parsed, not run: there is no GPU here)."""
+    from monai.bundle import ConfigParser
+
+    for name, users in (("train.json", ["train#trainer#amp", "validate#evaluator#amp"]), ("inference.json", ["evaluator#amp"])):
+        parser = ConfigParser(load_config(bundle, name))
+        parser["device"] = device
+        assert [parser[user] for user in users] == ["@amp"] * len(users), name
+        assert parser.get_parsed_content("amp") is amp, name
