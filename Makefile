@@ -78,8 +78,11 @@ $(ORTHANC_DICOMWEB):
 test: install pacs-install
 	$(PY) -m pytest -n $(TEST_WORKERS) -q
 
+# Attention layers against their plain formulations; then segment's wall time and peak memory per
+# bundle at 1 mm and 0.5 mm (needs the demo weights: make demo BUNDLE=...; skipped without them).
 bench: install
 	$(PY) bench/attention.py
+	$(PY) bench/segment_cost.py
 
 # Each bundle's brain demo weights (make demo BUNDLE=...) on the held-out hemisphere under controlled
 # shifts -> docs/robustness.md. VARIANTS=",_noaug" adds weights trained without the augmentation policy

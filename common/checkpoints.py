@@ -34,6 +34,13 @@ def read_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict:
     return checkpoint
 
 
+def model_state(path: str | Path) -> dict:
+    """The network's state dict in the checkpoint at ``path`` (its ``model`` entry, or the whole file
+    when it is a bare state dict), loaded ``weights_only``."""
+    checkpoint = read_checkpoint(path)
+    return checkpoint.get("model", checkpoint)
+
+
 def trained_settings(path: str | Path) -> dict[str, Any]:
     """The config keys ``model.pt`` at ``path`` was trained with (``metadata["settings"]``: classes,
     channels, spacing, normalisation, ROI and the network's sizes); ``{}`` when there is no file yet

@@ -9,8 +9,10 @@ import torch
 from monai.bundle import ckpt_export, onnx_export
 
 from common.bundle import bundle_folder, load_network
+from common.checkpoints import model_state
 from common.errors import InputError
 from common.io import write_atomically
+from common.onnx_network import record_weights_digest, state_digest
 
 EXPORTS = {"torchscript": ".ts", "onnx": ".onnx"}
 
@@ -75,6 +77,7 @@ def export(
                 ckpt_export(filepath=str(path), **common_args)
             else:
                 onnx_export(filepath=str(path), converter_kwargs={"dynamo": True, "opset_version": 18}, **common_args)
+                record_weights_digest(path, state_digest(model_state(weights)))
             differences[kind] = float(np.abs(run_exported(kind, path, image) - expected).max())
             if not differences[kind] <= tolerance:  # NaN fails too
                 raise InputError(f"{final}: {kind} export differs from the eager network by {differences[kind]:.2e} (> {tolerance:g})")

@@ -11,14 +11,15 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path, PurePosixPath
 
 from common.bundle import bundle_folder, load_network, read_metadata
-from common.checkpoints import trained_settings
+from common.checkpoints import model_state, trained_settings
 from common.errors import InputError
 from common.io import file_sha256, write_atomically
+from common.onnx_network import OnnxNetwork
 from common.verify import MANIFEST
 
 BUNDLE_PARTS = ("configs", "scripts", "docs", "LICENSE")
 RUNTIME_PACKAGES = ("torch", "monai", "pytorch-ignite", "nibabel", "itk", "einops", "numpy", "fire", "tqdm", "matplotlib",
-                    "pydicom", "highdicom", "dicomweb-client")
+                    "pydicom", "highdicom", "dicomweb-client", "onnxruntime")
 # written by running a bundle, not part of what is shipped
 RUN_OUTPUTS = ("__pycache__", "runs", "eval")
 
@@ -72,7 +73,8 @@ def write_manifest(folder: Path) -> None:
 
 def package(bundle: str, output_dir: str = "dist", checkpoint: str | None = None) -> str:
     """Build ``<output_dir>/<name>-<version>.zip``: the bundle folder (configs, scripts, docs,
-    licence) with its trained ``models/model.pt``, the ``common`` package vendored inside it, a pinned
+    licence) with its trained ``models/model.pt`` (and ``models/model.onnx`` when it was exported from
+    them, which ``segment`` then runs with ONNX Runtime), the ``common`` package vendored inside it, a pinned
     ``requirements.txt`` and ``manifest.sha256``. The packaged ``metadata.json`` describes the
     weights (classes, channels, ROI, pre-processing, intended use, from what they recorded).
     Unzipped, it runs on its own:
@@ -103,6 +105,11 @@ def package(bundle: str, output_dir: str = "dist", checkpoint: str | None = None
                 shutil.copy2(source, staged / part)
         (staged / "models").mkdir()
         shutil.copy2(weights, staged / "models" / "model.pt")
+        exported = weights.with_name("model.onnx")
+        if exported.is_file():
+            if not OnnxNetwork(exported).exported_from(model_state(weights)):
+                raise InputError(f"{exported}: not exported from {weights}; export them again (python -m common export) or move it")
+            shutil.copy2(exported, staged / "models" / "model.onnx")
         shutil.copytree(Path(__file__).parent, staged / "common", ignore=shutil.ignore_patterns(*RUN_OUTPUTS))
         (staged / "requirements.txt").write_text(runtime_requirements())
         if settings:

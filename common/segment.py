@@ -3,6 +3,7 @@ picture and a report, all or nothing."""
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import os
 import platform
@@ -22,17 +23,20 @@ from monai.data import MetaTensor
 from monai.transforms import LoadImage
 
 from common.bundle import bundle_folder, bundle_workflow, read_metadata, read_overrides
+from common.checkpoints import model_state
 from common.dicom_seg import seg_source_problem, write_dicom_seg
 from common.dicomweb import checked_url, is_dicomweb, pull_series, store
 from common.errors import InputError, brief_message, find_input_error, first_line
 from common.geometry import check_geometry
 from common.io import file_sha256, write_json
 from common.nifti_reader import StreamingNibabelReader
+from common.onnx_network import OnnxNetwork
 from common.overlay import save_overlay
 from common.verify import MANIFEST
 from common.scan import Scan, find_scan
 
 logger = logging.getLogger(__name__)
+BACKENDS = ("auto", "torch", "onnx")
 
 def choose_device(device: str | None) -> torch.device:
     """``device`` (``"cpu"``, ``"cuda"``, ``"cuda:1"``), or CUDA when there is one, else the CPU."""
@@ -95,6 +99,33 @@ def run_inference(folder: Path, scan: Scan, staging: Path, device: torch.device,
     return written[0], list(workflow.parser.get_parsed_content("class_names"))
 
 
+def onnx_network(backend: str, device: torch.device, weights: Path, staged_weights: Path) -> OnnxNetwork | None:
+    """The network ONNX Runtime runs for ``--backend`` (``None``: eager PyTorch). ``auto`` takes
+    ``model.onnx`` beside ``weights`` when the device is the CPU, ONNX Runtime is installed and the
+    file was exported from exactly these weights, and says why not otherwise; ``onnx`` insists. The
+    file is copied beside the staged weights and run from there."""
+    if backend not in BACKENDS:
+        raise InputError(f"--backend {backend}: choose from {list(BACKENDS)}")
+    if backend == "torch":
+        return None
+    exported = weights.with_name("model.onnx")
+    if device.type != "cpu":
+        problem = f"ONNX Runtime runs here on the CPU only, the device is {device}"
+    elif not exported.is_file():
+        problem = f"{exported}: not found (python -m common export --checkpoint {weights} writes it)"
+    elif importlib.util.find_spec("onnxruntime") is None:
+        problem = "onnxruntime is not installed"
+    else:
+        network = OnnxNetwork(shutil.copyfile(exported, staged_weights.with_name("model.onnx")))
+        if network.exported_from(model_state(staged_weights)):
+            return network
+        problem = f"{exported}: not exported from {weights} (export them again)"
+    if backend == "onnx":
+        raise InputError(f"--backend onnx: {problem}")
+    logger.info(f"eager PyTorch: {problem}")
+    return None
+
+
 def run_with_cpu_fallback(folder: Path, scan: Scan, staging: Path, device: torch.device, weights: Path,
                           overrides: dict) -> tuple[Path, list[str], torch.device]:
     """:func:`run_inference`; when a GPU runs out of memory, once more on the CPU."""
@@ -151,6 +182,7 @@ def segment(
     device: str | None = None,
     checkpoint: str | None = None,
     overrides: str | None = None,
+    backend: str = "auto",
 ) -> str:
     """Segment one scan with one bundle; write ``<name>_seg.nii.gz``, ``<name>_overlay.png`` and
     ``<name>_report.json`` into ``output`` (and ``<name>_seg.dcm``, a DICOM Segmentation, for a
@@ -182,6 +214,9 @@ def segment(
             from them.
         overrides: a JSON file of config keys to change (e.g. ``sw_batch_size``); keys that
             contradict the weights (another spacing, other classes ...) are refused by name.
+        backend: ``torch`` (eager PyTorch), ``onnx`` (ONNX Runtime on the CPU, with the
+            ``model.onnx`` that ``python -m common export`` wrote beside the weights and that was
+            exported from exactly them), or ``auto``: ``onnx`` where it can, else ``torch``.
     """
     started = time.perf_counter()
     folder = bundle_folder(bundle)
@@ -219,7 +254,9 @@ def segment(
         used_weights = Path(shutil.copyfile(weights, staging / "weights" / weights.name))
         weights_sha256 = file_sha256(used_weights)
         with errors_naming(originals={used_weights: str(weights), local.source: source}):
-            written, names, used = run_with_cpu_fallback(folder, local, staging, chosen, used_weights, settings)
+            exported = onnx_network(backend, chosen, weights, used_weights)
+            run_settings = settings if exported is None else {**settings, "network": exported}
+            written, names, used = run_with_cpu_fallback(folder, local, staging, chosen, used_weights, run_settings)
         label = LoadImage(image_only=True, ensure_channel_first=True, dtype=None)(written)
         load_image = LoadImage(reader=local.reader(), image_only=True, ensure_channel_first=True)
         load_image.register(StreamingNibabelReader())
@@ -241,6 +278,7 @@ def segment(
             "uploaded_to": url if upload else None,
             "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "device": str(used),
+            "backend": "pytorch" if exported is None else f"onnxruntime ({exported.path.name}, sha256 {file_sha256(exported.path)})",
             "runtime_s": round(time.perf_counter() - started, 2),
             "software": {"python": platform.python_version(), "torch": torch.__version__, "monai": monai.__version__},
         }

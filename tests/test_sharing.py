@@ -301,3 +301,49 @@ def test_a_dicom_series_that_is_not_one_volume_is_refused(case: str, problem: st
     assert result.returncode != 0
     assert last_line(result) .startswith(f"error: {tmp_path / 'series'}: ") and problem in last_line(result), result.stderr[-2000:]
     assert not (tmp_path / "out").exists()
+
+
+@pytest.fixture(scope="module")
+def exported(trained: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A copy of the tiny weights with ``model.onnx`` exported beside them."""
+    folder = tmp_path_factory.mktemp("exported")
+    weights = Path(shutil.copy2(trained["weights"], folder / "model.pt"))
+    result = cli("export", str(BUNDLES / BUNDLE), "--checkpoint", str(weights), "--formats", "onnx")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert (folder / "model.onnx").is_file()
+    return weights
+
+
+def test_onnx_runtime_gives_the_eager_labels_and_says_so(trained: dict[str, Path], exported: Path, tmp_path: Path) -> None:
+    labels, reports = {}, {}
+    for backend in ("torch", "onnx", "auto"):
+        args = ["segment", "--bundle", str(BUNDLES / BUNDLE), "--input", str(trained["scan"]), "--output", str(tmp_path / backend),
+                "--checkpoint", str(exported), "--backend", backend, "--device", "cpu"]
+        result = cli(*args)
+        assert result.returncode == 0, result.stderr[-2000:]
+        labels[backend] = np.asarray(nib.load(tmp_path / backend / "oblique_seg.nii.gz").dataobj)
+        reports[backend] = json.loads((tmp_path / backend / "oblique_report.json").read_text())
+    assert reports["torch"]["backend"] == "pytorch"
+    assert reports["onnx"]["backend"].startswith("onnxruntime (model.onnx") and reports["auto"]["backend"] == reports["onnx"]["backend"]
+    assert np.mean(labels["onnx"] != labels["torch"]) < 1e-4 and np.array_equal(labels["auto"], labels["onnx"])
+
+
+def test_onnx_of_other_weights_is_refused_or_passed_over(exported: Path, trained: dict[str, Path], tmp_path: Path) -> None:
+    """``model.onnx`` beside weights it was not exported from: ``--backend onnx`` refuses by name,
+    ``auto`` runs the weights with PyTorch; ``package`` refuses to ship the pair."""
+    other = tmp_path / "other"
+    other.mkdir()
+    checkpoint = torch.load(exported, weights_only=True)
+    first = next(iter(checkpoint["model"]))
+    checkpoint["model"][first] = checkpoint["model"][first] + 0.01
+    torch.save(checkpoint, other / "model.pt")
+    shutil.copy2(exported.with_name("model.onnx"), other / "model.onnx")
+    base = ["segment", "--bundle", str(BUNDLES / BUNDLE), "--input", str(trained["scan"]), "--checkpoint", str(other / "model.pt"), "--device", "cpu"]
+    refused = cli(*base, "--output", str(tmp_path / "refused"), "--backend", "onnx")
+    assert refused.returncode != 0 and f"--backend onnx: {other / 'model.onnx'}: not exported from {other / 'model.pt'}" in last_line(refused)
+    assert not (tmp_path / "refused").exists()
+    passed_over = cli(*base, "--output", str(tmp_path / "auto"), "--backend", "auto")
+    assert passed_over.returncode == 0, passed_over.stderr[-2000:]
+    assert json.loads((tmp_path / "auto" / "oblique_report.json").read_text())["backend"] == "pytorch"
+    unpackaged = cli("package", str(BUNDLES / BUNDLE), "--checkpoint", str(other / "model.pt"), "--output_dir", str(tmp_path / "dist"))
+    assert unpackaged.returncode != 0 and f"{other / 'model.onnx'}: not exported from" in last_line(unpackaged)

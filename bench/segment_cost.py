@@ -1,0 +1,90 @@
+"""What ``python -m common segment`` costs a clinician: wall time and peak memory (``/usr/bin/time``)
+of each bundle's brain demo weights on the MNI152 brain at 1 mm and at 0.5 mm (nilearn's template,
+brain-extracted; the 0.5 mm grid is its bilinear resampling), the median of ``--repeats`` runs, and the
+start-up (importing torch, MONAI and ignite) that every run pays. Needs the weights of
+``make demo BUNDLE=...``.
+
+    python bench/segment_cost.py [--bundles unetr,attention_unet] [--repeats 3]
+"""
+
+from __future__ import annotations
+
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+
+REPO = Path(__file__).resolve().parent.parent
+BUNDLES = ["unetr", "attention_unet", "nonlocal_unet", "mt_unet", "msga_net", "ann_net"]
+IMPORTS = "import time; t = time.perf_counter(); import common.segment; print(time.perf_counter() - t)"
+
+
+def brains(folder: Path) -> dict[str, Path]:
+    """The template brain at 1 mm and 0.5 mm, written to ``folder``."""
+    from monai.data import MetaTensor
+    from monai.transforms import Spacing
+
+    from common.demo_data import _TEMPLATE, package_dir
+
+    template = nib.load(package_dir("nilearn", "the brain template") / "datasets" / "data" / _TEMPLATE.format("t1"))
+    volume = np.asarray(template.dataobj, dtype=np.float32)
+    fine = Spacing(pixdim=(0.5, 0.5, 0.5), mode="bilinear")(MetaTensor(volume[None], affine=template.affine))
+    scans = {"1 mm": (volume, template.affine), "0.5 mm": (fine[0].numpy(), fine.affine.numpy())}
+    paths = {}
+    for name, (array, affine) in scans.items():
+        paths[name] = folder / f"brain_{name.replace(' ', '').replace('.', '')}.nii.gz"
+        nib.save(nib.Nifti1Image(array.astype(np.float32), affine), paths[name])
+    return paths
+
+
+def timed(bundle: str, scan: Path, output: Path) -> tuple[float, float]:
+    """Wall seconds and peak resident MiB of one ``segment`` run."""
+    command = ["/usr/bin/time", "-f", "%e %M", sys.executable, "-m", "common", "segment", "--bundle", str(REPO / "bundles" / bundle),
+               "--input", str(scan), "--output", str(output), "--device", "cpu"]
+    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise SystemExit(f"{bundle} on {scan.name}:\n{result.stderr[-2000:]}")
+    seconds, kib = result.stderr.strip().splitlines()[-1].split()
+    return float(seconds), int(kib) / 1024
+
+
+def main(bundles: str = ",".join(BUNDLES), repeats: int = 3) -> None:
+    started = time.perf_counter()
+    wanted = [b for b in bundles.split(",") if b]
+    names = [b for b in wanted if (REPO / "bundles" / b / "models" / "model.pt").is_file()]
+    if len(names) < len(wanted):
+        print(f"skipping {sorted(set(wanted) - set(names))}: no demo weights (make demo BUNDLE=<name>)", file=sys.stderr)
+    if not names:
+        return
+    imports = statistics.median(float(subprocess.run([sys.executable, "-c", IMPORTS], cwd=REPO, capture_output=True, text=True,
+                                                     check=True).stdout.split()[-1]) for _ in range(repeats))
+    rows = []
+    with tempfile.TemporaryDirectory() as scratch:
+        scans = brains(Path(scratch))
+        shapes = {name: nib.load(path).shape for name, path in scans.items()}
+        for bundle in names:
+            row = [f"`{bundle}`"]
+            for name, scan in scans.items():
+                runs = [timed(bundle, scan, Path(scratch) / f"{bundle}_{index}") for index in range(repeats)]
+                row += [f"{statistics.median(r[0] for r in runs):.1f} s", f"{statistics.median(r[1] for r in runs) / 1024:.2f} GB"]
+            row.append(f"{float(row[4][:-3]) / float(row[2][:-3]):.2f}")
+            rows.append(row)
+            print(" | ".join(row), flush=True)
+    print(f"\nsegment, median of {repeats} runs, 2 CPU cores; brain {shapes} voxels; "
+          f"start-up (import common.segment: torch, MONAI, ignite) {imports:.1f} s of each run\n")
+    print("| bundle | 1 mm wall | 1 mm peak | 0.5 mm wall | 0.5 mm peak | peak 0.5 mm / 1 mm |")
+    print("| --- | --- | --- | --- | --- | --- |")
+    for row in rows:
+        print("| " + " | ".join(row) + " |")
+    print(f"({time.perf_counter() - started:.0f} s)")
+
+
+if __name__ == "__main__":
+    import fire
+
+    fire.Fire(main)
