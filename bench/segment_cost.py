@@ -1,14 +1,16 @@
 """What ``python -m common segment`` costs a clinician: wall time and peak memory (``/usr/bin/time``)
 of each bundle's brain demo weights on the MNI152 brain at 1 mm and at 0.5 mm (nilearn's template,
-brain-extracted; the 0.5 mm grid is its bilinear resampling), the median of ``--repeats`` runs, and the
+brain-extracted; the 0.5 mm grid is its bilinear resampling), eager PyTorch and ONNX Runtime (a
+copy of the weights exported with ``python -m common export``), the median of ``--repeats`` runs, and the
 start-up (importing torch, MONAI and ignite) that every run pays. Needs the weights of
 ``make demo BUNDLE=...``.
 
-    python bench/segment_cost.py [--bundles unetr,attention_unet] [--repeats 3]
+    python bench/segment_cost.py [--bundles unetr,attention_unet] [--repeats 3] [--backends torch,onnx]
 """
 
 from __future__ import annotations
 
+import shutil
 import statistics
 import subprocess
 import sys
@@ -42,10 +44,19 @@ def brains(folder: Path) -> dict[str, Path]:
     return paths
 
 
-def timed(bundle: str, scan: Path, output: Path) -> tuple[float, float]:
+def exported_copy(bundle: str, folder: Path) -> Path:
+    """The bundle's demo weights copied into ``folder`` with ``model.onnx`` exported beside them."""
+    folder.mkdir(parents=True)
+    weights = Path(shutil.copy2(REPO / "bundles" / bundle / "models" / "model.pt", folder / "model.pt"))
+    subprocess.run([sys.executable, "-m", "common", "export", str(REPO / "bundles" / bundle), "--checkpoint", str(weights),
+                    "--formats", "onnx"], cwd=REPO, capture_output=True, check=True)
+    return weights
+
+
+def timed(bundle: str, weights: Path, backend: str, scan: Path, output: Path) -> tuple[float, float]:
     """Wall seconds and peak resident MiB of one ``segment`` run."""
     command = ["/usr/bin/time", "-f", "%e %M", sys.executable, "-m", "common", "segment", "--bundle", str(REPO / "bundles" / bundle),
-               "--input", str(scan), "--output", str(output), "--device", "cpu"]
+               "--input", str(scan), "--output", str(output), "--device", "cpu", "--checkpoint", str(weights), "--backend", backend]
     result = subprocess.run(command, cwd=REPO, capture_output=True, text=True)
     if result.returncode != 0:
         raise SystemExit(f"{bundle} on {scan.name}:\n{result.stderr[-2000:]}")
@@ -53,7 +64,7 @@ def timed(bundle: str, scan: Path, output: Path) -> tuple[float, float]:
     return float(seconds), int(kib) / 1024
 
 
-def main(bundles: str = ",".join(BUNDLES), repeats: int = 3) -> None:
+def main(bundles: str = ",".join(BUNDLES), repeats: int = 3, backends: str = "torch,onnx") -> None:
     started = time.perf_counter()
     wanted = [b for b in bundles.split(",") if b]
     names = [b for b in wanted if (REPO / "bundles" / b / "models" / "model.pt").is_file()]
@@ -68,17 +79,21 @@ def main(bundles: str = ",".join(BUNDLES), repeats: int = 3) -> None:
         scans = brains(Path(scratch))
         shapes = {name: nib.load(path).shape for name, path in scans.items()}
         for bundle in names:
-            row = [f"`{bundle}`"]
-            for name, scan in scans.items():
-                runs = [timed(bundle, scan, Path(scratch) / f"{bundle}_{index}") for index in range(repeats)]
-                row += [f"{statistics.median(r[0] for r in runs):.1f} s", f"{statistics.median(r[1] for r in runs) / 1024:.2f} GB"]
-            row.append(f"{float(row[4][:-3]) / float(row[2][:-3]):.2f}")
-            rows.append(row)
-            print(" | ".join(row), flush=True)
+            for backend in backends.split(","):
+                weights = REPO / "bundles" / bundle / "models" / "model.pt"
+                if backend == "onnx":
+                    weights = exported_copy(bundle, Path(scratch) / f"{bundle}_onnx")
+                row = [f"`{bundle}`", {"torch": "PyTorch", "onnx": "ONNX Runtime"}[backend]]
+                for name, scan in scans.items():
+                    runs = [timed(bundle, weights, backend, scan, Path(scratch) / f"{bundle}_{backend}_{i}") for i in range(repeats)]
+                    row += [f"{statistics.median(r[0] for r in runs):.1f} s", f"{statistics.median(r[1] for r in runs) / 1024:.2f} GB"]
+                row.append(f"{float(row[5][:-3]) / float(row[3][:-3]):.2f}")
+                rows.append(row)
+                print(" | ".join(row), flush=True)
     print(f"\nsegment, median of {repeats} runs, 2 CPU cores; brain {shapes} voxels; "
           f"start-up (import common.segment: torch, MONAI, ignite) {imports:.1f} s of each run\n")
-    print("| bundle | 1 mm wall | 1 mm peak | 0.5 mm wall | 0.5 mm peak | peak 0.5 mm / 1 mm |")
-    print("| --- | --- | --- | --- | --- | --- |")
+    print("| bundle | backend | 1 mm wall | 1 mm peak | 0.5 mm wall | 0.5 mm peak | peak 0.5 mm / 1 mm |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
     for row in rows:
         print("| " + " | ".join(row) + " |")
     print(f"({time.perf_counter() - started:.0f} s)")

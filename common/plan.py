@@ -137,8 +137,9 @@ def make_plan(dataset_dir: str, max_roi_voxels: int = DEFAULT_MAX_ROI_VOXELS) ->
         "roi_size": roi_size,
         "input_contract": None,
         "enclosed_background_class": None,
-        "augmentation": {**DEFAULT_POLICY, "bias_field_prob": 0.0} if is_ct(channel_names) else DEFAULT_POLICY,
     }
+    if is_ct(channel_names):
+        plan["augmentation"] = {**DEFAULT_POLICY, "bias_field_prob": 0.0}
     notes = [
         f"{len(cases)} labelled cases, {dataset.layout} layout",
         f"num_classes {plan['num_classes']}, class_names {class_names}: {classes_why}",
@@ -146,7 +147,8 @@ def make_plan(dataset_dir: str, max_roi_voxels: int = DEFAULT_MAX_ROI_VOXELS) ->
         f"spacing {plan['spacing']} mm: {spacing_why}",
         f"normalization: {normalization_why}",
         f"roi_size {roi_size}: {roi_why}",
-        "augmentation: the collection's policy" + (", without its MRI bias field (CT intensities are calibrated)" if is_ct(channel_names) else ""),
+        "augmentation: " + ("the collection's policy without its MRI bias field (CT intensities are calibrated)" if is_ct(channel_names)
+                            else "the bundle's own (not in the plan)"),
         "input_contract and enclosed_background_class: none (the brain defaults, a brain-extracted input and enclosed "
         "background as CSF, do not carry over to other data; set them in the plan if your labels need them)",
     ]
@@ -162,8 +164,8 @@ def make_plan(dataset_dir: str, max_roi_voxels: int = DEFAULT_MAX_ROI_VOXELS) ->
 def plan(dataset_dir: str, max_roi_voxels: int = DEFAULT_MAX_ROI_VOXELS) -> None:
     """Fingerprint the data set at ``dataset_dir`` (MONAI Auto3DSeg's ``DataAnalyzer``) and write
     ``dataset_dir/plan.json``: ``num_classes``, ``class_names``, ``in_channels``,
-    ``channel_names``, ``spacing``, ``normalization``, ``roi_size`` and ``augmentation`` (the
-    collection's policy; no bias field for CT) for any bundle (and no input contract nor
+    ``channel_names``, ``spacing``, ``normalization``, ``roi_size`` and, for CT, ``augmentation``
+    (the collection's policy without its MRI bias field) for any bundle (and no input contract nor
     enclosed-background relabelling, which are the brain task's), with
     ``splits.json`` (5 folds, fixed seed) where the data set has no validation section. Prints what
     it decided and why; the same data give the same file. Use it as
