@@ -180,7 +180,7 @@ def unzip(archive: Path, target: Path) -> Path:
 
 
 def test_unzipped_package_verifies_and_segments_on_its_own(package_zip: Path, trained: dict[str, Path], tmp_path: Path) -> None:
-    assert package_zip.name == "unetr-0.2.0.zip"
+    assert package_zip.name == f"unetr-{json.loads((BUNDLES / BUNDLE / 'configs' / 'metadata.json').read_text())['version']}.zip"
     assert cli("verify", str(package_zip)).returncode == 0
     folder = unzip(package_zip, tmp_path)
     assert REPO_ROOT not in folder.parents
