@@ -189,6 +189,18 @@ def test_train_and_inference_build_the_same_network(bundle: str) -> None:
     assert infer["preprocessing"]["transforms"] == image_only
 
 
+@pytest.mark.parametrize("bundle", BUNDLE_NAMES)
+@pytest.mark.parametrize("config", ["train.json", "inference.json"])
+def test_demo_overrides_apply_to_every_config(bundle: str, config: str) -> None:
+    """``demo.json`` is merged over ``inference.json`` as well (MONAI Label's ``overrides``, the
+    leaderboard): each of its keys must exist there, or MONAI's ``update`` stops on a nested key."""
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser(load_config(bundle, config))
+    parser.update(load_config(bundle, "demo.json"))
+    assert parser.get_parsed_content("roi_size") == load_config(bundle, "demo.json")["roi_size"]
+
+
 @pytest.mark.parametrize("name", ["train.json", "inference.json", "evaluate.json", "multi_gpu_train.json", "logging.conf"])
 def test_bundles_share_one_workflow(name: str) -> None:
     """Same keys, same wiring: bundles differ only in their network, its sizes and its loss."""
