@@ -12,7 +12,6 @@ from typing import Any
 import ignite.distributed as idist
 import torch
 from ignite.engine import Engine, Events
-from ignite.handlers import Checkpoint
 from monai.handlers import CheckpointLoader
 
 from common.errors import InputError, first_line
@@ -109,6 +108,7 @@ class StrictCheckpointLoader(CheckpointLoader):
         self.expected = dict(expected or {})
 
     def __call__(self, engine: Engine) -> None:
+        """Check the file and its recorded settings, then load it with ``CheckpointLoader``."""
         path = Path(self.load_path)
         if not path.is_file():
             raise InputError(f"{path}: checkpoint not found; train the bundle first or pass --ckpt_path")
@@ -117,23 +117,22 @@ class StrictCheckpointLoader(CheckpointLoader):
         disagree = contradictions(metadata.get("settings", {}) if isinstance(metadata, dict) else {}, self.expected)
         if disagree:
             raise InputError(f"{path}: the config contradicts the weights ({'; '.join(disagree)}); drop those overrides")
-        first_key = next(iter(self.load_dict))
-        if len(self.load_dict) == 1 and first_key not in checkpoint:
-            checkpoint = {first_key: checkpoint}
-        missing = [key for key in self.load_dict if key not in checkpoint]
+        single_state_dict = len(self.load_dict) == 1 and next(iter(self.load_dict)) not in checkpoint
+        missing = [] if single_state_dict else [key for key in self.load_dict if key not in checkpoint]
         if missing:
             raise InputError(f"{path}: has no {missing} entry (it has {sorted(checkpoint)})")
         max_epochs = engine.state.max_epochs
         try:
-            Checkpoint.load_objects(to_load=self.load_dict, checkpoint=checkpoint, strict=True)
+            super().__call__(engine)
         except RuntimeError as err:  # torch's strict check: missing/unexpected keys, shape mismatches
             reason = " ".join(str(err).split())
             raise InputError(f"{path}: weights do not fit the network: {reason[:400]}") from err
-        if max_epochs is not None and engine.state.epoch > max_epochs:
-            raise InputError(f"{path}: already trained {engine.state.epoch} epochs; pass --max_epochs above that to go on")
-        engine.state.max_epochs = max_epochs
-        resumed_at = f", resuming after epoch {engine.state.epoch}" if "trainer" in self.load_dict else ""
-        self.logger.info(f"Restored {sorted(self.load_dict)} from {path}{resumed_at}")
+        except ValueError as err:
+            if max_epochs is not None and engine.state.epoch > max_epochs:
+                raise InputError(f"{path}: already trained {engine.state.epoch} epochs; pass --max_epochs above that to go on") from err
+            raise InputError(f"{path}: cannot be restored ({first_line(err)})") from err
+        if "trainer" in self.load_dict:
+            self.logger.info(f"{path}: resuming after epoch {engine.state.epoch}")
 
 
 class CheckpointMetadata:

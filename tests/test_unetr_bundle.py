@@ -43,6 +43,14 @@ def test_interrupted_training_resumes_to_the_right_epoch(tmp_path: Path, dataset
     assert sorted(p.name for p in (tmp_path / "models").glob("*.pt")) == ["checkpoint_epoch=2.pt", "checkpoint_epoch=3.pt", "model.pt"]
 
 
+def test_resume_beyond_max_epochs_says_so(tmp_path: Path, dataset: Path) -> None:
+    overrides = train_overrides(dataset, tmp_path, max_epochs=2, val_interval=2)
+    run_bundle(BUNDLE, ["train.json"], overrides)
+    result = run_bundle(BUNDLE, ["train.json"], {**overrides, "max_epochs": 1, "resume": True}, check=False)
+    assert result.returncode != 0
+    assert "checkpoint_epoch=2.pt: already trained 2 epochs; pass --max_epochs above that to go on" in result.stderr.strip().splitlines()[-1]
+
+
 def test_resume_without_checkpoint_says_so(tmp_path: Path, dataset: Path) -> None:
     result = run_bundle(BUNDLE, ["train.json"], train_overrides(dataset, tmp_path, resume=True), check=False)
     assert result.returncode != 0
