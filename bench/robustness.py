@@ -121,7 +121,7 @@ def main(variants: str = "", output: str = "docs/robustness.md") -> None:
         scans = shifted_scans(Path(scratch))
         reference_ventricles = ventricles(np.asarray(nib.load(LABEL).dataobj))
         for bundle in BUNDLES:
-            for variant in [v.strip() for v in str(variants).split(",")]:
+            for variant in [v.strip() for v in (variants.split(",") if isinstance(variants, str) else variants)]:
                 weights = REPO / "bundles" / bundle / "models" / variant / "model.pt"
                 if not weights.is_file():
                     print(f"skipping {bundle}{variant}: no {weights}", file=sys.stderr)

@@ -64,9 +64,14 @@ def timed(bundle: str, weights: Path, backend: str, scan: Path, output: Path) ->
     return float(seconds), int(kib) / 1024
 
 
+def listed(value: str | tuple) -> list[str]:
+    """A comma-separated flag's items (``fire`` hands ``a,b`` over as a tuple, ``a`` as a string)."""
+    return [item for item in (value.split(",") if isinstance(value, str) else value) if item]
+
+
 def main(bundles: str = ",".join(BUNDLES), repeats: int = 3, backends: str = "torch,onnx") -> None:
     started = time.perf_counter()
-    wanted = [b for b in bundles.split(",") if b]
+    wanted = listed(bundles)
     names = [b for b in wanted if (REPO / "bundles" / b / "models" / "model.pt").is_file()]
     if len(names) < len(wanted):
         print(f"skipping {sorted(set(wanted) - set(names))}: no demo weights (make demo BUNDLE=<name>)", file=sys.stderr)
@@ -79,7 +84,7 @@ def main(bundles: str = ",".join(BUNDLES), repeats: int = 3, backends: str = "to
         scans = brains(Path(scratch))
         shapes = {name: nib.load(path).shape for name, path in scans.items()}
         for bundle in names:
-            for backend in backends.split(","):
+            for backend in listed(backends):
                 weights = REPO / "bundles" / bundle / "models" / "model.pt"
                 if backend == "onnx":
                     weights = exported_copy(bundle, Path(scratch) / f"{bundle}_onnx")
