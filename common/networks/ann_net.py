@@ -22,8 +22,7 @@ class ANNNet(nn.Module):
     8, as the paper's dilated ResNet). AFNB takes queries from stage 5 and pyramid-sampled keys and
     values from stage 4; APNB refines the fused map. The paper upsamples the class map 8x; at 2 mm,
     8 voxels is wider than the CSF, so here the head is upsampled trilinearly to full resolution,
-    concatenated with stage 1 (one skip) and refined by a residual block before the classifier (a
-    plain convolution there never learned the CSF class on the demo).
+    concatenated with stage 1 (one skip) and refined by a residual block before the classifier.
     Input grids must be divisible by 8.
 
     Args:
