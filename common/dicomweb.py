@@ -30,13 +30,17 @@ def checked_url(url: str) -> str:
 
 def client(url: str):
     """A ``DICOMwebClient`` of ``url``: basic authentication from ``DICOMWEB_USERNAME`` and
-    ``DICOMWEB_PASSWORD`` when set, else whatever netrc gives (requests reads it)."""
+    ``DICOMWEB_PASSWORD`` when set, else whatever netrc gives (requests reads it). A failed request
+    is tried 3 times over about 3 s (the client's default, 5 times over about 30 s, also retries a
+    server that is down)."""
     from dicomweb_client.api import DICOMwebClient
     from dicomweb_client.session_utils import create_session, create_session_from_user_pass
 
     user, password = os.environ.get("DICOMWEB_USERNAME"), os.environ.get("DICOMWEB_PASSWORD")
     session = create_session_from_user_pass(user, password) if user and password else create_session()
-    return DICOMwebClient(checked_url(url), session=session)
+    web = DICOMwebClient(checked_url(url), session=session)
+    web.set_http_retry_params(max_attempts=3, wait_exponential_multiplier=500)
+    return web
 
 
 def _value(item: dict, tag: str) -> str | None:
