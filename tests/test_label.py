@@ -68,10 +68,10 @@ def predict_background_only(trained: Path, weights: Path) -> None:
 
 def tiny_bundles(root: Path, dataset: Path) -> Path:
     """Every bundle, tiny, under ``root`` (``TRAINED_BUNDLE`` with ``KEPT``'s weights, classifier
-    zeroed, and ``KEPT``'s learning rate 0.01); ``UNFIT``, whose
-    weights are twice as wide as they say; ``OTHER_CLASSES``, trained (it says) for other classes
-    than the bundle's defaults; and ``KEPT``, with weights trained for 30 epochs on ``dataset`` (the
-    studies' data, split as the app splits it)."""
+    zeroed, and ``KEPT``'s learning rate 0.01); ``UNFIT``, whose weights are twice as wide as they
+    say; ``OTHER_CLASSES``, trained (it says) for other classes than the bundle's defaults; and
+    ``KEPT``, with weights trained for 30 epochs on ``dataset`` (the studies' data, split as the app
+    splits it)."""
     for name in BUNDLE_NAMES:
         tiny_bundle(name, root / name)
     tiny_bundle("attention_unet", root / UNFIT, {"feature_size": 2 * TINY_OVERRIDES["attention_unet"]["feature_size"]})
