@@ -19,6 +19,9 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 BUNDLES = REPO_ROOT / "bundles"
 
 DEMO_LABELS = {"0": "background", "1": "CSF", "2": "grey matter", "3": "white matter"}  # the bundles' default classes
+# The environment of every command a test runs: one thread, no warnings, and no bytecode written, since
+# some tests run a packaged bundle in its folder and then verify that folder (it refuses __pycache__).
+SUBPROCESS_ENV = {**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1", "PYTHONDONTWRITEBYTECODE": "1"}
 BUNDLE_NAMES = sorted(p.name for p in BUNDLES.iterdir() if (p / "configs" / "train.json").is_file())
 
 # Overrides that make a bundle train in seconds: the networks' smallest sensible sizes.
@@ -111,11 +114,10 @@ def run_bundle(
     timeout: float = 600,
 ) -> subprocess.CompletedProcess:
     """Run a bundle config through the real ``monai.bundle`` entry point in a subprocess."""
-    env = {**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1"}
     result = subprocess.run(
         bundle_command(bundle, configs, overrides, config_dir),
         cwd=cwd,
-        env=env,
+        env=SUBPROCESS_ENV,
         capture_output=True,
         text=True,
         timeout=timeout,

@@ -4,7 +4,6 @@ they all share (same keys, commands, outputs), parametrised over ``bundles/``.""
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
 import sys
@@ -15,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import BUNDLE_NAMES, BUNDLES, REPO_ROOT, build_network, make_dataset, network_overrides, run_bundle, train_overrides, write_volume
+from conftest import BUNDLE_NAMES, BUNDLES, REPO_ROOT, SUBPROCESS_ENV, build_network, make_dataset, network_overrides, run_bundle, train_overrides, write_volume
 
 SCHEMA = REPO_ROOT / "tests" / "data" / "meta_schema_20240725.json"
 SCHEMA_SHA256 = "981adcfadb0821ce0dffc1db1d07ae40a1f99b339a5910295475dd55f3ea6de8"
@@ -166,8 +165,7 @@ def test_multi_gpu_config_runs_two_gloo_processes(bundle: str, tmp_path: Path, d
                "monai.bundle", "run", "--config_file", configs]
     for key, value in train_overrides(bundle, dataset, tmp_path).items():
         command += [f"--{key}", json.dumps(value) if not isinstance(value, str) else value]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
-    result = subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=600)
+    result = subprocess.run(command, cwd=REPO_ROOT, env=SUBPROCESS_ENV, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     weights = torch.load(tmp_path / "models" / "model.pt", weights_only=True)["model"]
     assert weights and not any(key.startswith("module.") for key in weights)
