@@ -25,7 +25,7 @@ ON_TASK := --dataset_dir $(DATA_DIR) --ckpt_dir $(MODELS)
 STAMP := $(VENV)/.installed
 TEST_WORKERS ?= 2
 
-.PHONY: install pacs-install data demo test bench robustness leaderboard segment package export label label-install test-label clean
+.PHONY: install pacs-install data configs demo test bench robustness leaderboard segment package export label label-install test-label clean
 
 install: $(STAMP)
 
@@ -37,6 +37,10 @@ $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 
 data: install
 	$(PY) -m common prepare_data --data_dir data
+
+# Every bundle's configs, written from configs/shared (one template per config) and configs/networks.
+configs: install
+	$(PY) configs/generate.py
 
 # The main job: train BUNDLE on TASK's data with the CPU-sized demo override (and the task's plan),
 # evaluate it on the held-out case, segment it with the weights alone, and say where everything is.

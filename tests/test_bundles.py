@@ -18,7 +18,6 @@ from conftest import BUNDLE_NAMES, BUNDLES, REPO_ROOT, SUBPROCESS_ENV, build_net
 
 SCHEMA = REPO_ROOT / "tests" / "data" / "meta_schema_20240725.json"
 SCHEMA_SHA256 = "981adcfadb0821ce0dffc1db1d07ae40a1f99b339a5910295475dd55f3ea6de8"
-NETWORK_KEYS = {key for bundle in BUNDLE_NAMES for key in network_overrides(bundle)} - {"roi_size", "sw_batch_size", "num_workers"}
 
 
 def load_config(bundle: str, name: str) -> dict:
@@ -197,22 +196,6 @@ def test_demo_overrides_apply_to_every_config(bundle: str, config: str) -> None:
     parser = ConfigParser(load_config(bundle, config))
     parser.update(load_config(bundle, "demo.json"))
     assert parser.get_parsed_content("roi_size") == load_config(bundle, "demo.json")["roi_size"]
-
-
-@pytest.mark.parametrize("name", ["train.json", "inference.json", "evaluate.json", "multi_gpu_train.json", "logging.conf"])
-def test_bundles_share_one_workflow(name: str) -> None:
-    """Same keys, same wiring: bundles differ only in their network, its sizes and its loss."""
-    def shared(bundle: str) -> dict | str:
-        if name.endswith(".conf"):
-            return (BUNDLES / bundle / "configs" / name).read_text()
-        config = {k: v for k, v in load_config(bundle, name).items() if k not in NETWORK_KEYS | {"network_def", "loss"}}
-        if "trained_with" in config:
-            config["trained_with"] = {k: v for k, v in config["trained_with"].items() if k not in NETWORK_KEYS}
-        return config
-
-    reference = shared("unetr")
-    for bundle in BUNDLE_NAMES:
-        assert shared(bundle) == reference, bundle
 
 
 @pytest.mark.parametrize("bundle", BUNDLE_NAMES)
