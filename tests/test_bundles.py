@@ -13,6 +13,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from conftest import BUNDLE_NAMES, BUNDLES, REPO_ROOT, SUBPROCESS_ENV, build_network, make_dataset, network_overrides, run_bundle, train_overrides, write_volume
 
@@ -266,6 +267,24 @@ def test_msga_loss_decreases_over_a_few_steps() -> None:
     network.eval()
     with torch.no_grad():
         assert network(image).shape == (2, 3, 16, 16, 16)  # eval mode: plain logits
+
+
+def test_msga_masks_match_the_head_on_resampled_maps() -> None:
+    """MSGANet's masks (head weights applied before resampling) equal the plain formulation: the
+    1x1x1 head on the concatenation of each refined map resampled to full resolution and the
+    full-resolution features; odd grids included."""
+    from common.networks import MSGANet
+
+    torch.manual_seed(0)
+    network = MSGANet(2, 3, feature_size=4).eval()
+    for parameter in network.mask_head.parameters():
+        torch.nn.init.normal_(parameter, std=0.5)
+    refined = [torch.randn(2, 8, 5, 6, 7) for _ in range(4)]
+    full = torch.randn(2, 4, 10, 12, 13)
+    reference = [network.mask_head(torch.cat([F.interpolate(r, size=full.shape[2:], mode="trilinear", align_corners=False), full], 1))
+                 for r in refined]
+    for mask, expected in zip(network.masks(refined, full), reference):
+        torch.testing.assert_close(mask, expected, atol=1e-5, rtol=1e-5)
 
 
 @pytest.mark.parametrize("bundle", BUNDLE_NAMES)

@@ -24,7 +24,10 @@ class MSGANet(nn.Module):
     place of ``F_s``). Each scale's refined map is upsampled to full resolution, concatenated with
     the full-resolution encoder features (CSF is thinner than the voxels of the attention grid) and
     turned into a mask by a 1x1x1 convolution shared by the scales (a 3x3x3 block there, run once
-    per scale at full resolution, tripled the cost of a training step).
+    per scale at full resolution, tripled the cost of a training step). That convolution is linear
+    and trilinear resampling preserves constants, so ``forward`` applies the head's weights for the
+    refined map before resampling: ``out_channels`` per scale are resampled instead of ``2f``
+    (see :meth:`masks`; same masks up to rounding).
 
     In training mode ``forward`` returns a dict: ``logits`` (mean of the masks), ``masks`` (4),
     ``reconstructions`` (8 pairs of a step's input and its reconstruction) and ``latents`` (4 pairs
@@ -65,23 +68,40 @@ class MSGANet(nn.Module):
         self.second_steps = nn.ModuleList(step() for _ in widths)
         self.mask_head = UnetOutBlock(3, c + f, out_channels)
 
+    def masks(self, refined: list[torch.Tensor], full: torch.Tensor) -> list[torch.Tensor]:
+        """``mask_head(cat(resample(r), full))`` for every refined map ``r`` ``(B, 2f, d, h, w)``, with
+        ``full`` the full-resolution features ``(B, f, D, H, W)``; masks ``(B, out_channels, D, H, W)``.
+        Computed as ``resample(W_r r) + W_f full + b``, all scales resampled in one call."""
+        head = self.mask_head.conv.conv
+        c = refined[0].shape[1]
+        projected = torch.cat([F.conv3d(r, head.weight[:, :c]) for r in refined], dim=1)
+        shared = F.conv3d(full, head.weight[:, c:], head.bias)
+        return [shared + m for m in resample(projected, full.shape[2:]).chunk(len(refined), dim=1)]
+
     def forward(self, x: torch.Tensor) -> torch.Tensor | dict:
         """``x``: ``(B, in_channels, D, H, W)``; logits ``(B, out_channels, D, H, W)`` in eval mode,
         the dict described above in training mode."""
         features = run_stages(self.encoder, x)
         grid = features[self.attention_level].shape[2:]
-        scales = [F.interpolate(r(t), size=grid, mode="trilinear", align_corners=False) for r, t in zip(self.reduce, features)]
+        scales = [resample(r(t), grid) for r, t in zip(self.reduce, features)]
         multiscale = self.fuse(torch.cat(scales, dim=1))
-        masks, reconstructions, latents = [], [], []
+        refined, reconstructions, latents = [], [], []
         for scale, first, second in zip(scales, self.first_steps, self.second_steps):
             step1 = first(scale, multiscale)
             step2 = second(step1.output, multiscale)
             reconstructions += [(torch.cat([scale, multiscale], 1), step1.reconstruction),
                                 (torch.cat([step1.output, multiscale], 1), step2.reconstruction)]
             latents.append((step1.latent, step2.latent))
-            upsampled = F.interpolate(step2.output, size=features[0].shape[2:], mode="trilinear", align_corners=False)
-            masks.append(self.mask_head(torch.cat([upsampled, features[0]], dim=1)))
+            refined.append(step2.output)
+        masks = self.masks(refined, features[0])
         logits = torch.stack(masks).mean(dim=0)
         if not self.training:
             return logits
         return {"logits": logits, "masks": masks, "reconstructions": reconstructions, "latents": latents}
+
+
+def resample(x: torch.Tensor, grid: torch.Size) -> torch.Tensor:
+    """``x`` ``(B, C, d, h, w)`` trilinearly resampled to ``grid`` (returned as is when already on it)."""
+    if x.shape[2:] == grid:
+        return x
+    return F.interpolate(x, size=grid, mode="trilinear", align_corners=False)
