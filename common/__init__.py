@@ -3,6 +3,6 @@
 Bundle configs ``$import common`` and reach the submodules below as attributes.
 """
 
-from common import checkpoints, data, errors, handlers, io, losses, report, transforms, workflow
+from common import augmentation, checkpoints, data, errors, handlers, inversion, io, losses, report, transforms, workflow
 
-__all__ = ["checkpoints", "data", "errors", "handlers", "io", "losses", "report", "transforms", "workflow"]
+__all__ = ["augmentation", "checkpoints", "data", "errors", "handlers", "inversion", "io", "losses", "report", "transforms", "workflow"]

@@ -11,7 +11,7 @@ from monai.config import KeysCollection
 from monai.data import MetaTensor
 from monai.transforms import MapTransform, SpatialResample
 
-# How load_volumes resamples an image to the network's spacing; the inverse resamples the same way.
+# How the configs' load_transforms resample an image to the network's spacing; the inverse resamples the same way.
 RESAMPLE_MODE = "bilinear"
 RESAMPLE_PADDING = "border"
 RESAMPLE_DTYPE = torch.float32  # MONAI's default, float64, doubles the input's memory while it is resampled

@@ -85,7 +85,7 @@ def run_inference(folder: Path, scan: Scan, staging: Path, device: torch.device,
         "ckpt_path": weights.absolute(),
     }
     if scan.series_uid is not None:
-        settings["preprocessing#transforms#reader"] = scan.reader()
+        settings["reader"] = scan.reader()
     workflow = bundle_workflow(folder, "inference.json", "infer", settings)
     workflow.initialize()
     parsed = workflow.parser.get_parsed_content

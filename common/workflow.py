@@ -1,42 +1,31 @@
 """Pieces of the training, evaluation and inference workflows that every bundle's configs share.
 
-Each bundle's JSON calls these by ``_target_`` with its own keys (``in_channels``, ``spacing``,
-``roi_size`` ...), so the transform chains and checkpoint rules are written once, here, and a
-bundle folder still runs on its own with ``common`` importable.
+The transform chains are listed in the configs (``load_transforms``, ``train#patch_transforms``);
+the configs call these by ``_target_`` for what is more than one MONAI transform: the intensity
+normalisation chosen by ``normalization``, the post-processing chains and the epoch checkpoints.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 from ignite.handlers import Checkpoint, DiskSaver
-from monai.data import ImageReader
 from monai.transforms import (
     Activationsd,
     AsDiscreted,
     Compose,
-    ClassesToIndicesd,
-    DeleteItemsd,
-    EnsureChannelFirstd,
-    EnsureTyped,
     MapTransform,
-    Orientationd,
-    RandCropByLabelClassesd,
     SaveImaged,
     ScaleIntensityRanged,
     ScaleIntensityRangePercentilesd,
-    Spacingd,
-    SpatialPadd,
 )
 
-from common.augmentation import augmentations
 from common.errors import InputError
-from common.geometry import DEFAULT_MAX_RESAMPLED_VOXELS, DEFAULT_MAX_VOXELS
-from common.inversion import RESAMPLE_DTYPE, RESAMPLE_MODE, RESAMPLE_PADDING, LabelOnInputGridd
+from common.inversion import LabelOnInputGridd
 from common.io import AtomicNibabelWriter
-from common.transforms import CheckInputContractd, FillEnclosedBackgroundd, LoadVolumed, ValidateVolumed
+from common.transforms import FillEnclosedBackgroundd
 
 NORMALIZATIONS = {
     "percentile": "per image and channel, the 'lower' and 'upper' percentiles mapped to 0 and 1, clipped (MRI)",
@@ -70,75 +59,11 @@ def intensity_normalization(normalization: Mapping[str, Any]) -> MapTransform:
     raise InputError(f"normalization {dict(normalization)}: unknown mode {mode!r}; modes: {NORMALIZATIONS}")
 
 
-def load_volumes(
-    keys: str | Sequence[str],
-    in_channels: int,
-    num_classes: int,
-    spacing: Sequence[float],
-    normalization: Mapping[str, Any],
-    reader: str | ImageReader | None = None,
-    resample_label: bool = True,
-    max_voxels: int = DEFAULT_MAX_VOXELS,
-    max_resampled_voxels: int = DEFAULT_MAX_RESAMPLED_VOXELS,
-    input_contract: Mapping[str, Any] | None = None,
-) -> list[MapTransform]:
-    """Read, check, reorient (RAS), resample to ``spacing`` and normalise intensities.
-
-    Args:
-        keys: ``"image"`` for inference, ``["image", "label"]`` for training and evaluation; an
-            image of several files (one per channel) is read as one multi-channel image.
-        in_channels: channels the network takes; other images are refused by name.
-        num_classes: classes, background included; labels outside ``0 .. num_classes - 1`` are refused.
-        spacing: voxel size in mm after resampling.
-        normalization: see :func:`intensity_normalization`.
-        reader: image reader of ``LoadImaged`` (``None``: chosen by file suffix; a folder is read
-            as a DICOM series by ITK), e.g. ``ITKReader(series_name=uid)`` for one of several series.
-        resample_label: ``False`` keeps the label on its own grid (scores on the data's own grid:
-            the prediction is inverted to it, see :func:`one_hot_outputs`).
-        max_voxels: the most values an image may hold as stored, and ``max_resampled_voxels`` once
-            resampled to ``spacing``; checked on its header before it is read
-            (:func:`common.geometry.check_geometry`).
-        max_resampled_voxels: see ``max_voxels``.
-        input_contract: what the weights expect of an image, checked on it as loaded
-            (:class:`common.transforms.CheckInputContractd`; ``None``: nothing).
-    """
-    keys = [keys] if isinstance(keys, str) else list(keys)
-    has_label = "label" in keys
-    spatial = keys if resample_label else ["image"]
-    return [
-        LoadVolumed(keys, max_voxels, spacing, max_resampled_voxels, reader=reader, image_only=True),
-        EnsureChannelFirstd(keys),
-        ValidateVolumed(label_key="label" if has_label else None, in_channels=in_channels, num_classes=num_classes),
-        CheckInputContractd(input_contract),
-        Orientationd(spatial, axcodes="RAS", labels=None),
-        Spacingd(spatial, pixdim=spacing, mode=[RESAMPLE_MODE, "nearest"][: len(spatial)], padding_mode=RESAMPLE_PADDING,
-                 dtype=RESAMPLE_DTYPE),
-        intensity_normalization(normalization),
-        EnsureTyped(keys),
-    ]
-
-
-def training_crops(roi_size: Sequence[int], num_samples: int, num_classes: int, augmentation: Mapping[str, Any] | None) -> list[MapTransform]:
-    """``num_samples`` random ``roi_size`` crops per volume, each centred on a voxel of a class drawn
-    uniformly among the classes present (background included; label indices computed once per
-    volume), so small classes are seen as often as large ones; each augmented by the
-    ``augmentation`` policy (:func:`common.augmentation.augmentations`; ``None``: none)."""
-    keys = ["image", "label"]
-    return [
-        SpatialPadd(keys, spatial_size=roi_size),
-        ClassesToIndicesd("label", num_classes=num_classes, indices_postfix="_class_indices"),
-        RandCropByLabelClassesd(keys, "label", roi_size, num_classes=num_classes, num_samples=num_samples,
-                                indices_key="label_class_indices", warn=False),
-        DeleteItemsd(["label_class_indices"]),
-        *augmentations(augmentation, roi_size, keys),
-    ]
-
-
 def one_hot_outputs(num_classes: int, enclosed_background_class: int | None = None, on_input_grid: bool = False) -> Compose:
     """Logits ``pred`` to its arg-max (enclosed background relabelled, see
     :class:`common.transforms.FillEnclosedBackgroundd`), then ``pred`` and ``label`` to one-hot, for
     Dice and HD95. ``on_input_grid``: the arg-max is taken on the image's own grid, where the label
-    stayed (``load_volumes(resample_label=False)``; :class:`common.inversion.LabelOnInputGridd`)."""
+    stayed (``resampled_keys`` ``["image"]`` in ``evaluate.json``; :class:`common.inversion.LabelOnInputGridd`)."""
     to_label = [LabelOnInputGridd("pred")] if on_input_grid else [AsDiscreted("pred", argmax=True)]
     return Compose([
         Activationsd("pred", softmax=True),

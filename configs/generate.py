@@ -17,7 +17,8 @@ Rules:
   is ``common.augmentation.DEFAULT_POLICY`` updated with what the template sets.
 - ``inference.json``: each key of ``trained_with`` is read from the weights,
   ``$@trained.get(key, <train.json's value>)``, so weights always describe themselves and the
-  defaults never drift from training; ``network_def`` and ``trained_with`` as in ``train.json``.
+  defaults never drift from training; ``network_def``, ``trained_with`` and the loading chain
+  ``load_transforms`` as in ``train.json``.
 - ``demo.json``: the template updated with the bundle's ``demo`` part; its ``augmentation`` is the
   whole policy (a partial one would fail to merge over ``inference.json``).
 - ``metadata.json``: its channel and class definitions and ROI follow ``train.json``; the rest is
@@ -77,6 +78,7 @@ def inference_config(template: dict[str, Any], train: dict[str, Any], sizes: dic
         config[key] = f"$@trained.get({key!r}, {train[key]!r})"
     config["network_def"] = train["network_def"]
     config["trained_with"] = train["trained_with"]
+    config["load_transforms"] = train["load_transforms"]
     return config
 
 

@@ -104,6 +104,16 @@ def bundle_command(bundle: str, configs: list[str], overrides: dict, config_dir:
     return command
 
 
+def loading_chain(config: str = "train.json", **settings) -> list:
+    """The ``load_transforms`` chain of ``unetr``'s ``config`` (the same in every bundle), parsed with
+    ``settings`` (``in_channels``, ``num_classes``, ``spacing``, ``normalization`` ...) overriding it."""
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser(json.loads((BUNDLES / "unetr" / "configs" / config).read_text()))
+    parser.update({"trained": {}, **settings})
+    return parser.get_parsed_content("load_transforms")
+
+
 def run_bundle(
     bundle: str,
     configs: list[str],

@@ -16,7 +16,7 @@ from monai.transforms import Activationsd, AsDiscreted, Compose, FillHoles, Inve
 from common.errors import InputError
 from common.inversion import LabelOnInputGridd
 from common.transforms import FillEnclosedBackgroundd, LoadVolumed
-from common.workflow import load_volumes
+from conftest import loading_chain
 
 MRI = {"mode": "percentile", "lower": 0.5, "upper": 99.5}
 
@@ -43,7 +43,7 @@ def preprocessed(tmp_path: Path, shape: tuple[int, ...], affine: np.ndarray, spa
     volume[2:-2, 2:-2, 2:-2] = rng.rand(*[n - 4 for n in shape]) + 1
     path = tmp_path / "image.nii.gz"
     nib.save(nib.Nifti1Image(volume, affine), path)
-    preprocessing = Compose(load_volumes("image", 1, 4, spacing, MRI))
+    preprocessing = Compose(loading_chain("inference.json", spacing=spacing, normalization=MRI, input_contract=None))
     image = preprocessing({"image": path})["image"]
     coarse = torch.randn(1, 4, *[max(2, n // 4) for n in image.shape[1:]], generator=torch.Generator().manual_seed(1))
     logits = 3 * torch.nn.functional.interpolate(coarse, size=image.shape[1:], mode="trilinear")[0]
