@@ -87,7 +87,7 @@ def _block_case(kind: str, name: str, grid: int, channels: int) -> dict:
 
     torch.manual_seed(0)
     block, reference, inputs = {
-        BLOCKS[0]: (GlobalAggregationBlock(3, channels, channels, channels, channels, num_heads=2),
+        BLOCKS[0]: (GlobalAggregationBlock(channels, channels, channels, channels, num_heads=2),
                     blocks.reference_global_aggregation, 1),
         BLOCKS[1]: (PositionAttention(channels, key_channels=channels // 2), blocks.reference_position_attention, 1),
         BLOCKS[2]: (WindowAttention(channels, window_size=8, num_heads=2), blocks.reference_window_attention, 1),

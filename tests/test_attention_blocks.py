@@ -203,11 +203,11 @@ def _maps(channels: int) -> Callable[[tuple, int], tuple]:
 
 
 CASES: dict[str, Case] = {
-    "gab-same": (lambda: GlobalAggregationBlock(3, 8, 6, 8, 12, num_heads=2, query_transform="same"), _maps(8),
+    "gab-same": (lambda: GlobalAggregationBlock(8, 6, 8, 12, num_heads=2, query_transform="same"), _maps(8),
                  reference_global_aggregation),
-    "gab-down": (lambda: GlobalAggregationBlock(3, 8, 6, 8, 12, num_heads=2, query_transform="down"), _maps(8),
+    "gab-down": (lambda: GlobalAggregationBlock(8, 6, 8, 12, num_heads=2, query_transform="down"), _maps(8),
                  reference_global_aggregation),
-    "gab-up": (lambda: GlobalAggregationBlock(3, 8, 6, 8, 12, num_heads=4, query_transform="up"), _maps(8),
+    "gab-up": (lambda: GlobalAggregationBlock(8, 6, 8, 12, num_heads=4, query_transform="up"), _maps(8),
                reference_global_aggregation),
     "pam": (lambda: PositionAttention(16), _maps(16), reference_position_attention),
     "pam-pooled": (lambda: PositionAttention(16, downsample=2), _maps(16), reference_position_attention),
@@ -225,7 +225,7 @@ CASES: dict[str, Case] = {
     "guided": (lambda: GuidedAttentionModule(6, 10, latent_channels=12, attention_downsample=2),
                lambda grid, batch: (torch.randn(batch, 6, *grid), torch.randn(batch, 10, *grid)),
                reference_guided_attention),
-    "gate": (lambda: AttentionGate(3, 8, 12, 6, norm=None),
+    "gate": (lambda: AttentionGate(8, 12, 6, norm=None),
              lambda grid, batch: (torch.randn(batch, 8, *grid), torch.randn(batch, 12, *(max(s // 2, 1) for s in grid))),
              reference_attention_gate),
 }
@@ -286,7 +286,7 @@ def test_global_aggregation_query_grids() -> None:
     x = torch.randn(1, 8, 5, 6, 7)
     expected = {"same": (5, 6, 7), "down": (3, 3, 4), "up": (10, 12, 14)}
     for transform, grid in expected.items():
-        block = GlobalAggregationBlock(3, 8, 4, 8, 8, num_heads=2, query_transform=transform)
+        block = GlobalAggregationBlock(8, 4, 8, 8, num_heads=2, query_transform=transform)
         assert block(x).shape == (1, 4, *grid)
 
 
@@ -318,7 +318,7 @@ def test_pyramid_blocks_are_not_zero_at_initialisation() -> None:
 def test_attention_gate_spans_zero_to_one() -> None:
     """One sigmoid: gates go below 0.5 (a second sigmoid would squash them into [0.5, 0.73])."""
     torch.manual_seed(0)
-    gate = AttentionGate(3, 4, 4, 4)
+    gate = AttentionGate(4, 4, 4)
     coefficients = gate.gate(torch.randn(2, 4, 8, 8, 8) * 5, torch.randn(2, 4, 4, 4, 4) * 5)
     assert coefficients.min() < 0.2 and coefficients.max() > 0.75  # both outside [0.5, 0.73]
 

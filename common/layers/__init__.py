@@ -1,4 +1,10 @@
-"""Attention layers shared by the bundles; one block a module."""
+"""Attention layers shared by the bundles; one block a module.
+
+Every layer here and every network in ``common.networks`` is 3D: feature maps are
+``(B, C, D, H, W)``, any grid size unless a docstring says otherwise. Only ``UNETR`` and
+``ViTEncoder`` take MONAI's ``spatial_dims``, because they keep the signature (and load the
+weights) of MONAI's ``UNETR``.
+"""
 
 from common.layers.attention_gate import AttentionGate
 from common.layers.danet_attention import ChannelAttention, PositionAttention

@@ -16,7 +16,7 @@ class GaussianAxialAttention(nn.Module):
     ``q_i . k_j / sqrt(d) - shift_h * (i - j)^2``, softmax over ``j``. ``shift_h > 0`` is learned per
     head (a softplus keeps it positive). Vectorised: one ``scaled_dot_product_attention`` per axis
     over all lines at once, the Gaussian term an additive ``(heads, L, L)`` bias — no loop over
-    positions, no per-position tensors. 3D only.
+    positions, no per-position tensors.
 
     Args:
         hidden_size: channels ``C``.

@@ -23,7 +23,6 @@ class GlobalAggregationBlock(nn.Module):
     d)``); the result is folded back to Q's grid and projected by a 1x1 convolution.
 
     Args:
-        spatial_dims: 2 or 3.
         in_channels: channels of X.
         out_channels: channels of the output.
         key_channels: total channels of queries and keys (split over heads).
@@ -35,7 +34,6 @@ class GlobalAggregationBlock(nn.Module):
 
     def __init__(
         self,
-        spatial_dims: int,
         in_channels: int,
         out_channels: int,
         key_channels: int,
@@ -53,13 +51,13 @@ class GlobalAggregationBlock(nn.Module):
             raise ValueError(f"query_transform must be one of {sorted(query_args)}, got {query_transform!r}.")
         self.num_heads = num_heads
         self.dropout_rate = dropout_rate
-        self.query = Convolution(spatial_dims, in_channels, key_channels, conv_only=True, **query_args[query_transform])
-        self.key = Convolution(spatial_dims, in_channels, key_channels, kernel_size=1, conv_only=True)
-        self.value = Convolution(spatial_dims, in_channels, value_channels, kernel_size=1, conv_only=True)
-        self.out = Convolution(spatial_dims, value_channels, out_channels, kernel_size=1, conv_only=True)
+        self.query = Convolution(3, in_channels, key_channels, conv_only=True, **query_args[query_transform])
+        self.key = Convolution(3, in_channels, key_channels, kernel_size=1, conv_only=True)
+        self.value = Convolution(3, in_channels, value_channels, kernel_size=1, conv_only=True)
+        self.out = Convolution(3, value_channels, out_channels, kernel_size=1, conv_only=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``x``: ``(B, C_in, *grid)``; returns ``(B, C_out, *query_grid)``."""
+        """``x``: ``(B, C_in, D, H, W)``; returns ``(B, C_out, *query_grid)``."""
         query = self.query(x)
         attended = fused_attention(
             to_tokens(query, self.num_heads), to_tokens(self.key(x), self.num_heads), to_tokens(self.value(x), self.num_heads),

@@ -30,7 +30,7 @@ class GuidedAttentionModule(nn.Module):
     width) and the decoder brings it back (3x3x3 convolution, trilinear resampling to ``x``'s exact
     grid, so odd sizes work, and a last plain 1x1x1 convolution whose output is compared with ``x``
     by the reconstruction loss; a 3x3x3 one there, on the full grid, was most of the module's cost). Every other convolution is followed by ``norm`` and ``act`` (the
-    seed's autoencoder had no activation between its convolutions). 3D only.
+    seed's autoencoder had no activation between its convolutions).
 
     Args:
         feature_channels: channels ``C_f`` of the scale's features ``F_s``.

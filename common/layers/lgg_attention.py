@@ -19,7 +19,7 @@ class LocalGlobalGaussianAttention(nn.Module):
     3. Gaussian-weighted axial attention over the grid of window tokens;
     4. trilinear upsampling to ``x``'s grid and a 1x1x1 convolution fusing ``cat(local, global)``.
 
-    Any grid size (windows are padded and cropped). 3D only.
+    Any grid size (windows are padded and cropped).
 
     Args:
         hidden_size: channels ``C``.

@@ -12,7 +12,7 @@ class DynamicWindowAggregation(nn.Module):
     """Each ``window^3`` window to one token: a weighted sum of its tokens whose weights a linear
     layer predicts from the window's mean (a lightweight dynamic convolution), softmax over the
     window. Padded positions (grids that are not multiples of ``window``) are left out of the mean
-    and of the softmax. 3D only.
+    and of the softmax.
 
     Args:
         hidden_size: channels ``C``.

@@ -15,7 +15,7 @@ class WindowAttention(nn.Module):
     Any grid size: the map is zero-padded up to a multiple of ``window`` and cropped back; padded
     positions are masked out of every softmax, so the output of a real voxel does not depend on the
     padding. Windows of all samples go through one ``scaled_dot_product_attention`` call (windows are
-    batch entries; tokens of different windows or samples never meet). 3D only.
+    batch entries; tokens of different windows or samples never meet).
 
     Args:
         hidden_size: channels ``C``.

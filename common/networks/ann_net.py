@@ -4,14 +4,15 @@ Segmentation, ICCV 2019), with a light decoder."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import partial
 
 import torch
 import torch.nn.functional as F
-from monai.networks.blocks import Convolution, ResidualUnit, UnetOutBlock, UnetResBlock
+from monai.networks.blocks import Convolution, UnetOutBlock
 from torch import nn
 
 from common.layers.pyramid_attention import PYRAMID_SIZES, AsymmetricFusionBlock, AsymmetricPyramidBlock
-from common.networks.stages import run_stages
+from common.networks.stages import res_block, residual_unit, run_stages
 
 
 class ANNNet(nn.Module):
@@ -48,14 +49,15 @@ class ANNNet(nn.Module):
         super().__init__()
         f = feature_size
         key_channels = key_channels or 4 * f
-        unit = lambda cin, cout, stride, dilation=1: ResidualUnit(3, cin, cout, stride, norm=norm_name, dilation=dilation)
+        unit = partial(residual_unit, norm_name=norm_name)
         self.stages = nn.ModuleList([
-            unit(in_channels, f, 1), unit(f, 2 * f, 2), unit(2 * f, 4 * f, 2), unit(4 * f, 8 * f, 2), unit(8 * f, 8 * f, 1, 2),
+            unit(in_channels, f), unit(f, 2 * f, stride=2), unit(2 * f, 4 * f, stride=2), unit(4 * f, 8 * f, stride=2),
+            unit(8 * f, 8 * f, dilation=2),
         ])
         self.fusion = AsymmetricFusionBlock(8 * f, 8 * f, 8 * f, key_channels, 4 * f, pool_sizes, norm_name, dropout_rate)
         self.context = AsymmetricPyramidBlock(8 * f, 8 * f, key_channels, 4 * f, pool_sizes, norm_name, dropout_rate)
         self.reduce = Convolution(3, 8 * f, 2 * f, kernel_size=1, norm=norm_name, act="relu")
-        self.decoder = UnetResBlock(3, 3 * f, f, 3, 1, norm_name)
+        self.decoder = res_block(3 * f, f, norm_name=norm_name)
         self.out = UnetOutBlock(3, f, out_channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 import torch
-from monai.networks.blocks import Convolution, UnetOutBlock, UnetResBlock
+from monai.networks.blocks import Convolution, UnetOutBlock
 from torch import nn
 
 from common.layers.attention_gate import AttentionGate
-from common.networks.stages import run_stages
+from common.networks.stages import res_block, run_stages
 
 
 class AttentionUNet(nn.Module):
@@ -44,17 +46,17 @@ class AttentionUNet(nn.Module):
     ) -> None:
         super().__init__()
         widths = [feature_size * 2**i for i in range(num_levels)]
-        block = lambda cin, cout, stride: UnetResBlock(3, cin, cout, 3, stride, norm_name, dropout=dropout_rate)
+        block = partial(res_block, norm_name=norm_name, dropout=dropout_rate)
         self.encoder = nn.ModuleList(
-            [block(in_channels, widths[0], 1)] + [block(widths[i - 1], widths[i], 2) for i in range(1, num_levels)]
+            [block(in_channels, widths[0])] + [block(widths[i - 1], widths[i], stride=2) for i in range(1, num_levels)]
         )
         coarse = list(reversed(widths[1:]))
         fine = list(reversed(widths[:-1]))
         self.upsample = nn.ModuleList(
             Convolution(3, c, f, strides=2, kernel_size=3, is_transposed=True, conv_only=True) for c, f in zip(coarse, fine)
         )
-        self.gates = nn.ModuleList(AttentionGate(3, f, c, max(f // 2, 1), norm=None) for c, f in zip(coarse, fine))
-        self.decoder = nn.ModuleList(block(2 * f, f, 1) for f in fine)
+        self.gates = nn.ModuleList(AttentionGate(f, c, inter_channels=max(f // 2, 1), norm=None) for c, f in zip(coarse, fine))
+        self.decoder = nn.ModuleList(block(2 * f, f) for f in fine)
         self.out = UnetOutBlock(3, widths[0], out_channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -3,13 +3,15 @@ medical image segmentation, IEEE JBHI 2020)."""
 
 from __future__ import annotations
 
+from functools import partial
+
 import torch
 import torch.nn.functional as F
-from monai.networks.blocks import Convolution, UnetOutBlock, UnetResBlock
+from monai.networks.blocks import Convolution, UnetOutBlock
 from torch import nn
 
 from common.layers.guided_attention import GuidedAttentionModule
-from common.networks.stages import run_stages
+from common.networks.stages import res_block, run_stages
 
 
 class MSGANet(nn.Module):
@@ -58,12 +60,13 @@ class MSGANet(nn.Module):
             raise ValueError(f"attention_level must be 1, 2 or 3, got {attention_level}.")
         self.attention_level = attention_level
         f, c = feature_size, 2 * feature_size
-        res = lambda cin, cout, stride: UnetResBlock(3, cin, cout, 3, stride, norm_name)
+        res = partial(res_block, norm_name=norm_name)
         widths = [f, 2 * f, 4 * f, 8 * f]
-        self.encoder = nn.ModuleList([res(in_channels, f, 1)] + [res(widths[i - 1], widths[i], 2) for i in range(1, 4)])
+        self.encoder = nn.ModuleList([res(in_channels, f)] + [res(widths[i - 1], widths[i], stride=2) for i in range(1, 4)])
         self.reduce = nn.ModuleList(Convolution(3, w, c, kernel_size=1, norm=norm_name, act="relu") for w in widths)
         self.fuse = Convolution(3, 4 * c, c, kernel_size=3, norm=norm_name, act="relu")
-        step = lambda: GuidedAttentionModule(c, c, attention_downsample=attention_downsample, norm=norm_name)
+        step = partial(GuidedAttentionModule, feature_channels=c, multiscale_channels=c, attention_downsample=attention_downsample,
+                       norm=norm_name)
         self.first_steps = nn.ModuleList(step() for _ in widths)
         self.second_steps = nn.ModuleList(step() for _ in widths)
         self.mask_head = UnetOutBlock(3, c + f, out_channels)

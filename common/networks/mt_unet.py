@@ -2,20 +2,22 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 import torch
-from monai.networks.blocks import Convolution, MLPBlock, UnetOutBlock, UnetResBlock
+from monai.networks.blocks import Convolution, MLPBlock, UnetOutBlock
 from torch import nn
 
 from common.layers.external_attention import ExternalAttention
 from common.layers.lgg_attention import LocalGlobalGaussianAttention
-from common.networks.stages import run_stages
+from common.networks.stages import res_block, run_stages
 
 
 class MixedTransformerModule(nn.Module):
     """MTM: LGG-SA then external attention, each in a pre-norm residual with an MLP.
 
     ``x = x + LGG(LN(x)); x = x + MLP(LN(x)); x = x + EA(LN(x)); x = x + MLP(LN(x))``, with the
-    norms over channels at every voxel. 3D only; any grid size (LGG-SA pads and crops its windows).
+    norms over channels at every voxel. Any grid size (LGG-SA pads and crops its windows).
 
     Args:
         hidden_size: channels ``C``.
@@ -74,19 +76,19 @@ class MTUNet(nn.Module):
     ) -> None:
         super().__init__()
         f = feature_size
-        res = lambda cin, cout, stride: UnetResBlock(3, cin, cout, 3, stride, norm_name)
-        mtm = lambda c: MixedTransformerModule(c, window_size, num_heads)
+        res = partial(res_block, norm_name=norm_name)
+        mtm = partial(MixedTransformerModule, window_size=window_size, num_heads=num_heads)
         self.encoder = nn.ModuleList([
-            res(in_channels, f, 1),
-            res(f, 2 * f, 2),
-            nn.Sequential(res(2 * f, 4 * f, 2), *(mtm(4 * f) for _ in range(depth))),
-            nn.Sequential(res(4 * f, 8 * f, 2), *(mtm(8 * f) for _ in range(depth))),
+            res(in_channels, f),
+            res(f, 2 * f, stride=2),
+            nn.Sequential(res(2 * f, 4 * f, stride=2), *(mtm(4 * f) for _ in range(depth))),
+            nn.Sequential(res(4 * f, 8 * f, stride=2), *(mtm(8 * f) for _ in range(depth))),
         ])
         widths = [(8 * f, 4 * f), (4 * f, 2 * f), (2 * f, f)]
         self.upsample = nn.ModuleList(
             Convolution(3, c, fine, strides=2, kernel_size=3, is_transposed=True, conv_only=True) for c, fine in widths
         )
-        self.decoder = nn.ModuleList([nn.Sequential(res(8 * f, 4 * f, 1), mtm(4 * f)), res(4 * f, 2 * f, 1), res(2 * f, f, 1)])
+        self.decoder = nn.ModuleList([nn.Sequential(res(8 * f, 4 * f), mtm(4 * f)), res(4 * f, 2 * f), res(2 * f, f)])
         self.out = UnetOutBlock(3, f, out_channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 import torch
-from monai.networks.blocks import Convolution, UnetOutBlock, UnetResBlock
+from monai.networks.blocks import Convolution, UnetOutBlock
 from torch import nn
 
 from common.layers.global_aggregation import GlobalAggregationBlock
+from common.networks.stages import res_block
 
 
 class GlobalUpBlock(nn.Module):
@@ -23,9 +26,8 @@ class GlobalUpBlock(nn.Module):
     def __init__(self, in_channels: int, out_channels: int, num_heads: int, dropout_rate: float = 0.0) -> None:
         super().__init__()
         self.residual = Convolution(3, in_channels, out_channels, strides=2, kernel_size=3, is_transposed=True, conv_only=True)
-        self.attention = GlobalAggregationBlock(
-            3, in_channels, out_channels, out_channels, out_channels, num_heads, "up", dropout_rate
-        )
+        self.attention = GlobalAggregationBlock(in_channels, out_channels, key_channels=out_channels, value_channels=out_channels,
+                                                num_heads=num_heads, query_transform="up", dropout_rate=dropout_rate)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``x``: ``(B, C_in, D, H, W)``; returns ``(B, C_out, 2D, 2H, 2W)``."""
@@ -67,13 +69,14 @@ class NonLocalUNet(nn.Module):
     ) -> None:
         super().__init__()
         widths = [feature_size * 2**i for i in range(num_downsamplings + 1)]
-        res = lambda cin, cout, stride: UnetResBlock(3, cin, cout, 3, stride, norm_name)
+        res = partial(res_block, norm_name=norm_name)
         self.input_block = nn.Sequential(
-            Convolution(3, in_channels, widths[0], kernel_size=3, conv_only=True), res(widths[0], widths[0], 1)
+            Convolution(3, in_channels, widths[0], kernel_size=3, conv_only=True), res(widths[0], widths[0])
         )
-        self.down = nn.ModuleList(res(widths[i], widths[i + 1], 2) for i in range(num_downsamplings))
+        self.down = nn.ModuleList(res(widths[i], widths[i + 1], stride=2) for i in range(num_downsamplings))
         bottom = widths[-1]
-        self.bottom = GlobalAggregationBlock(3, bottom, bottom, bottom, bottom, num_heads, "same", dropout_rate)
+        self.bottom = GlobalAggregationBlock(bottom, bottom, key_channels=bottom, value_channels=bottom, num_heads=num_heads,
+                                             query_transform="same", dropout_rate=dropout_rate)
         self.up = nn.ModuleList()
         self.refine = nn.ModuleList()
         for level, (coarse, fine) in enumerate(zip(reversed(widths[1:]), reversed(widths[:-1]))):
@@ -81,7 +84,7 @@ class NonLocalUNet(nn.Module):
                 self.up.append(GlobalUpBlock(coarse, fine, num_heads, dropout_rate))
             else:
                 self.up.append(Convolution(3, coarse, fine, strides=2, kernel_size=3, is_transposed=True, conv_only=True))
-            self.refine.append(res(fine, fine, 1))
+            self.refine.append(res(fine, fine))
         self.out = UnetOutBlock(3, widths[0], out_channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
