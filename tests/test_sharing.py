@@ -18,6 +18,7 @@ import torch
 from monai.data import ITKReader
 from monai.transforms import LoadImage
 
+from common.errors import InputError
 from conftest import BUNDLES, REPO_ROOT, SUBPROCESS_ENV, make_dataset, run_bundle, train_overrides, write_volume
 
 BUNDLE = "unetr"
@@ -300,6 +301,25 @@ def test_a_dicom_series_that_is_not_one_volume_is_refused(case: str, problem: st
     assert result.returncode != 0
     assert last_line(result) .startswith(f"error: {tmp_path / 'series'}: ") and problem in last_line(result), result.stderr[-2000:]
     assert not (tmp_path / "out").exists()
+
+
+def test_an_export_that_fails_monai_verification_is_named_and_removed(trained: dict[str, Path], tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """MONAI's converter checks the export (``verify``); its mismatch becomes one line naming the
+    file and the difference, and no export is left."""
+    import common.export
+
+    def mismatching(filepath: str, converter_kwargs: dict, **kwargs) -> None:
+        assert converter_kwargs["verify"] and converter_kwargs["atol"] == 1e-4 and converter_kwargs["use_ort"]
+        Path(filepath).write_bytes(b"half an export")
+        raise AssertionError("Tensor-likes are not close!\n\nMismatched elements: 3 / 64\nGreatest absolute difference: 0.25 at index (0, 1)")
+
+    monkeypatch.setattr(common.export, "onnx_export", mismatching)
+    weights = Path(shutil.copy2(trained["weights"], tmp_path / "model.pt"))
+    with pytest.raises(InputError, match=r"model.onnx: onnx export differs from the eager network by more than 0.0001 "
+                                         r"\(Greatest absolute difference: 0.25 at index \(0, 1\)\)"):
+        common.export.export(str(BUNDLES / BUNDLE), formats="onnx", checkpoint=str(weights))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.pt"]
 
 
 @pytest.fixture(scope="module")
