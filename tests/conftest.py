@@ -19,9 +19,6 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 BUNDLES = REPO_ROOT / "bundles"
 
 DEMO_LABELS = {"0": "background", "1": "CSF", "2": "grey matter", "3": "white matter"}  # the bundles' default classes
-# The environment of every command a test runs: one thread, no warnings, and no bytecode written, since
-# some tests run a packaged bundle in its folder and then verify that folder (it refuses __pycache__).
-SUBPROCESS_ENV = {**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1", "PYTHONDONTWRITEBYTECODE": "1"}
 BUNDLE_NAMES = sorted(p.name for p in BUNDLES.iterdir() if (p / "configs" / "train.json").is_file())
 
 # Overrides that make a bundle train in seconds: the networks' smallest sensible sizes.
@@ -104,6 +101,13 @@ def bundle_command(bundle: str, configs: list[str], overrides: dict, config_dir:
     return command
 
 
+def subprocess_env() -> dict[str, str]:
+    """The environment of a command a test runs: the test's own (as it is now: credentials a test
+    sets count), one thread, no warnings, and no bytecode written, since some tests run a packaged
+    bundle in its folder and then verify that folder (it refuses ``__pycache__``)."""
+    return {**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1", "PYTHONDONTWRITEBYTECODE": "1"}
+
+
 def loading_chain(config: str = "train.json", **settings) -> list:
     """The ``load_transforms`` chain of ``unetr``'s ``config`` (the same in every bundle), parsed with
     ``settings`` (``in_channels``, ``num_classes``, ``spacing``, ``normalization`` ...) overriding it."""
@@ -127,7 +131,7 @@ def run_bundle(
     result = subprocess.run(
         bundle_command(bundle, configs, overrides, config_dir),
         cwd=cwd,
-        env=SUBPROCESS_ENV,
+        env=subprocess_env(),
         capture_output=True,
         text=True,
         timeout=timeout,

@@ -15,7 +15,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from conftest import BUNDLE_NAMES, BUNDLES, REPO_ROOT, SUBPROCESS_ENV, build_network, make_dataset, network_overrides, run_bundle, train_overrides, write_volume
+from conftest import BUNDLE_NAMES, BUNDLES, REPO_ROOT, build_network, make_dataset, network_overrides, run_bundle, subprocess_env, train_overrides, write_volume
 
 SCHEMA = REPO_ROOT / "tests" / "data" / "meta_schema_20240725.json"
 SCHEMA_SHA256 = "981adcfadb0821ce0dffc1db1d07ae40a1f99b339a5910295475dd55f3ea6de8"
@@ -165,7 +165,7 @@ def test_multi_gpu_config_runs_two_gloo_processes(bundle: str, tmp_path: Path, d
                "monai.bundle", "run", "--config_file", configs]
     for key, value in train_overrides(bundle, dataset, tmp_path).items():
         command += [f"--{key}", json.dumps(value) if not isinstance(value, str) else value]
-    result = subprocess.run(command, cwd=REPO_ROOT, env=SUBPROCESS_ENV, capture_output=True, text=True, timeout=600)
+    result = subprocess.run(command, cwd=REPO_ROOT, env=subprocess_env(), capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     weights = torch.load(tmp_path / "models" / "model.pt", weights_only=True)["model"]
     assert weights and not any(key.startswith("module.") for key in weights)

@@ -19,14 +19,14 @@ from monai.data import ITKReader
 from monai.transforms import LoadImage
 
 from common.errors import InputError
-from conftest import BUNDLES, REPO_ROOT, SUBPROCESS_ENV, make_dataset, run_bundle, train_overrides, write_volume
+from conftest import BUNDLES, REPO_ROOT, make_dataset, run_bundle, subprocess_env, train_overrides, write_volume
 
 BUNDLE = "unetr"
 OBLIQUE = np.array([[0.0, -1.5, 0.1, 40.0], [1.5, 0.0, 0.0, -20.0], [0.0, 0.1, 1.5, 10.0], [0, 0, 0, 1]])
 
 
 def cli(*args: str, cwd: Path = REPO_ROOT, timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "common", *args], cwd=cwd, env=SUBPROCESS_ENV, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run([sys.executable, "-m", "common", *args], cwd=cwd, env=subprocess_env(), capture_output=True, text=True, timeout=timeout)
 
 
 def last_line(result: subprocess.CompletedProcess) -> str:
@@ -185,7 +185,7 @@ def test_unzipped_package_verifies_and_segments_on_its_own(package_zip: Path, tr
     folder = unzip(package_zip, tmp_path)
     assert REPO_ROOT not in folder.parents
     assert {"configs", "scripts", "common", "models", "docs", "LICENSE", "requirements.txt", "manifest.sha256"} <= {p.name for p in folder.iterdir()}
-    imported = subprocess.run([sys.executable, "-c", "import common, scripts; print(common.__file__)"], cwd=folder, env=SUBPROCESS_ENV,
+    imported = subprocess.run([sys.executable, "-c", "import common, scripts; print(common.__file__)"], cwd=folder, env=subprocess_env(),
                               capture_output=True, text=True, check=True)
     assert Path(imported.stdout.strip()).is_relative_to(folder)
     scans = tmp_path / "scans"
