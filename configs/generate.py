@@ -29,6 +29,7 @@ Rules:
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import sys
 from pathlib import Path
@@ -91,7 +92,7 @@ def demo_config(template: dict[str, Any], demo: dict[str, Any]) -> dict[str, Any
 
 def metadata_config(metadata: dict[str, Any], train: dict[str, Any]) -> dict[str, Any]:
     """``metadata`` with ``network_data_format`` and ``label_classes`` following ``train``."""
-    metadata = json.loads(json.dumps(metadata))
+    metadata = copy.deepcopy(metadata)
     image = metadata["network_data_format"]["inputs"]["image"]
     pred = metadata["network_data_format"]["outputs"]["pred"]
     image.update(num_channels=train["in_channels"], channel_def={str(i): n for i, n in enumerate(train["channel_names"])})
@@ -132,28 +133,28 @@ def bundle_names() -> list[str]:
     return sorted(path.stem for path in NETWORKS.glob("*.json"))
 
 
-def stale_files() -> list[Path]:
-    """Committed config files that differ from what the generator writes."""
-    return [BUNDLES / b / "configs" / name for b in bundle_names() for name, content in bundle_files(b).items()
-            if not (BUNDLES / b / "configs" / name).is_file() or (BUNDLES / b / "configs" / name).read_text() != content]
+def generated_files() -> list[tuple[Path, str]]:
+    """Every bundle's generated config file and the content the generator writes there."""
+    return [(BUNDLES / b / "configs" / name, content) for b in bundle_names() for name, content in bundle_files(b).items()]
+
+
+def stale_files() -> list[tuple[Path, str]]:
+    """Committed config files that differ from what the generator writes, with that content."""
+    return [(path, content) for path, content in generated_files() if not path.is_file() or path.read_text() != content]
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true", help="only list the files that differ; exit 1 if any")
     args = parser.parse_args()
-    if args.check:
-        stale = stale_files()
-        for path in stale:
+    stale = stale_files()
+    for path, content in stale:
+        if args.check:
             print(f"{path.relative_to(REPO_ROOT)}: not what configs/generate.py writes (run make configs)")
-        return 1 if stale else 0
-    for bundle in bundle_names():
-        for name, content in bundle_files(bundle).items():
-            path = BUNDLES / bundle / "configs" / name
-            if not path.is_file() or path.read_text() != content:
-                path.write_text(content)
-                print(f"wrote {path.relative_to(REPO_ROOT)}")
-    return 0
+        else:
+            path.write_text(content)
+            print(f"wrote {path.relative_to(REPO_ROOT)}")
+    return 1 if args.check and stale else 0
 
 
 if __name__ == "__main__":
