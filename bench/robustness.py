@@ -5,6 +5,7 @@ ventricles comes out as CSF.
 
     python bench/robustness.py                       # weights of make demo (models/model.pt)
     python bench/robustness.py --variants ",_noaug"  # and those trained without the augmentation policy
+    python bench/robustness.py --bundles unetr       # one bundle
 
 Prints a Markdown table and writes it to ``--output`` (default ``docs/robustness.md``).
 """
@@ -112,15 +113,15 @@ def mean_dice(prediction: np.ndarray, reference: np.ndarray) -> float:
     return float(np.mean(scores))
 
 
-def main(variants: str = "", output: str = "docs/robustness.md") -> None:
-    """Measure every bundle's weights of each ``variants`` (comma-separated sub-folders of
-    ``models/``; ``""``: ``models/model.pt``)."""
+def main(variants: str = "", output: str = "docs/robustness.md", bundles: str = ",".join(BUNDLES)) -> None:
+    """Measure the weights of each ``variants`` (comma-separated sub-folders of ``models/``;
+    ``""``: ``models/model.pt``) of each of ``bundles`` (comma-separated)."""
     started = time.perf_counter()
     rows = []
     with tempfile.TemporaryDirectory() as scratch:
         scans = shifted_scans(Path(scratch))
         reference_ventricles = ventricles(np.asarray(nib.load(LABEL).dataobj))
-        for bundle in BUNDLES:
+        for bundle in bundles.split(",") if isinstance(bundles, str) else bundles:
             for variant in [v.strip() for v in (variants.split(",") if isinstance(variants, str) else variants)]:
                 weights = REPO / "bundles" / bundle / "models" / variant / "model.pt"
                 if not weights.is_file():

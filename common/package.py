@@ -16,6 +16,7 @@ from common.errors import InputError
 from common.io import file_sha256, write_atomically
 from common.onnx_network import OnnxNetwork
 from common.verify import MANIFEST
+from common.workflow import describe_normalization
 
 BUNDLE_PARTS = ("configs", "scripts", "docs", "LICENSE")
 RUNTIME_PACKAGES = ("torch", "monai", "pytorch-ignite", "nibabel", "itk", "einops", "numpy", "fire", "tqdm", "matplotlib",
@@ -47,10 +48,7 @@ def describe_weights(metadata: dict, settings: dict) -> dict:
     pred.update(num_channels=len(classes), channel_def={str(i): n for i, n in enumerate(classes)})
     for part in (image, pred):
         part["spatial_shape"] = list(settings["roi_size"])
-    normalization = settings["normalization"]
-    scaling = ("intensities clipped to {clip} and z-scored with mean {mean} and std {std}".format(**normalization)
-               if normalization["mode"] == "ct" else
-               "intensities scaled per image from the {lower}th-{upper}th percentile to [0, 1]".format(**normalization))
+    scaling = describe_normalization(settings["normalization"])
     spacing = " x ".join(f"{s:g}" for s in settings["spacing"])
     foreground = ", ".join(classes[1:])
     metadata.update(

@@ -23,13 +23,16 @@ from monai.transforms import (
 )
 
 from common.errors import InputError
+from common.intensity import LocalRatioNormalized
 from common.inversion import LabelOnInputGridd
 from common.io import AtomicNibabelWriter
 from common.transforms import FillEnclosedBackgroundd
 
+# Each mode and what it does, its keys in braces (a model card's ``image_classes`` fills them in).
 NORMALIZATIONS = {
-    "percentile": "per image and channel, the 'lower' and 'upper' percentiles mapped to 0 and 1, clipped (MRI)",
-    "ct": "clipped to 'clip' [low, high], then z-scored with the data set's 'mean' and 'std' (CT)",
+    "percentile": "intensities scaled per image from the {lower}th-{upper}th percentile to [0, 1] (MRI)",
+    "ct": "intensities clipped to {clip} and z-scored with mean {mean} and std {std} (CT)",
+    "local_ratio": "each intensity divided by the mean of its non-zero neighbourhood (Gaussian, {sigma_mm} mm; MRI with coil shading)",
 }
 
 
@@ -40,7 +43,10 @@ def intensity_normalization(normalization: Mapping[str, Any]) -> MapTransform:
       percentiles mapped to 0 and 1, clipped (the default, for MRI);
     - ``{"mode": "ct", "clip": [low, high], "mean": m, "std": s}``: clipped to ``[low, high]``, then
       ``(x - m) / s`` with the data set's foreground statistics (nnU-Net's CT rule;
-      ``python -m common plan`` measures them).
+      ``python -m common plan`` measures them);
+    - ``{"mode": "local_ratio", "sigma_mm": 20}``: per image and channel, each voxel over the mean of
+      its non-zero neighbourhood (:class:`common.intensity.LocalRatioNormalized`), so that a smooth
+      bias field and the intensity scale cancel out (brain-extracted MRI).
     """
     mode = normalization.get("mode")
     try:
@@ -54,9 +60,16 @@ def intensity_normalization(normalization: Mapping[str, Any]) -> MapTransform:
             if not (low < high and std > 0):
                 raise ValueError(f"needs clip low < high and std > 0, got clip {[low, high]} and std {std}")
             return ScaleIntensityRanged("image", low, high, (low - mean) / std, (high - mean) / std, clip=True)
+        if mode == "local_ratio":
+            return LocalRatioNormalized("image", float(normalization["sigma_mm"]))
     except (KeyError, TypeError, ValueError) as err:
         raise InputError(f"normalization {dict(normalization)}: {err}; modes: {NORMALIZATIONS}") from err
     raise InputError(f"normalization {dict(normalization)}: unknown mode {mode!r}; modes: {NORMALIZATIONS}")
+
+
+def describe_normalization(normalization: Mapping[str, Any]) -> str:
+    """One phrase for a model card's ``image_classes``: what ``normalization`` does to the intensities."""
+    return NORMALIZATIONS[normalization["mode"]].format(**normalization)
 
 
 def one_hot_outputs(num_classes: int, enclosed_background_class: int | None = None, on_input_grid: bool = False) -> Compose:

@@ -21,8 +21,8 @@ Rules:
   ``load_transforms`` as in ``train.json``.
 - ``demo.json``: the template updated with the bundle's ``demo`` part; its ``augmentation`` is the
   whole policy (a partial one would fail to merge over ``inference.json``).
-- ``metadata.json``: its channel and class definitions and ROI follow ``train.json``; the rest is
-  the bundle's own.
+- ``metadata.json``: its channel and class definitions, ROI and ``image_classes`` (input contract,
+  spacing, normalisation) follow ``train.json``; the rest is the bundle's own.
 - ``evaluate.json``, ``multi_gpu_train.json``, ``logging.conf``: copied.
 """
 
@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from common.augmentation import DEFAULT_POLICY
+from common.workflow import describe_normalization
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SHARED = REPO_ROOT / "configs" / "shared"
@@ -91,7 +92,7 @@ def demo_config(template: dict[str, Any], demo: dict[str, Any]) -> dict[str, Any
 
 
 def metadata_config(metadata: dict[str, Any], train: dict[str, Any]) -> dict[str, Any]:
-    """``metadata`` with ``network_data_format`` and ``label_classes`` following ``train``."""
+    """``metadata`` with ``network_data_format``, ``image_classes`` and ``label_classes`` following ``train``."""
     metadata = copy.deepcopy(metadata)
     image = metadata["network_data_format"]["inputs"]["image"]
     pred = metadata["network_data_format"]["outputs"]["pred"]
@@ -100,6 +101,10 @@ def metadata_config(metadata: dict[str, Any], train: dict[str, Any]) -> dict[str
     for part in (image, pred):
         part["spatial_shape"] = list(train["roi_size"])
     metadata["label_classes"] = ", ".join(f"{i}: {n}" for i, n in enumerate(train["class_names"]))
+    spacing = " x ".join(f"{s:g}" for s in train["spacing"])
+    metadata["image_classes"] = (
+        f"{train['input_contract']['expects']}; channels: {', '.join(train['channel_names'])}; refused above {train['input_contract']['max_nonzero_ml']} mL "
+        f"of non-zero voxels; resampled to {spacing} mm RAS; {describe_normalization(train['normalization'])}")
     return metadata
 
 
