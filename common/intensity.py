@@ -58,7 +58,8 @@ class LocalRatioNormalized(MapTransform):
         d = dict(data)
         for key in self.key_iterator(d):
             image = d[key]
-            spacing = tuple(float(s) for s in image.pixdim) if isinstance(image, MetaTensor) else (1.0,) * 3
-            normalised = local_ratio(torch.as_tensor(image), spacing, self.sigma_mm)
-            d[key] = MetaTensor(normalised, meta=image.meta, applied_operations=image.applied_operations) if isinstance(image, MetaTensor) else normalised
+            if not isinstance(image, MetaTensor):
+                raise TypeError(f"{key}: needs a MetaTensor, whose affine gives the voxel size; got {type(image).__name__}")
+            normalised = local_ratio(image.as_tensor(), tuple(float(s) for s in image.pixdim), self.sigma_mm)
+            d[key] = MetaTensor(normalised, meta=image.meta, applied_operations=image.applied_operations)
         return d
