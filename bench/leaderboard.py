@@ -1,7 +1,9 @@
 """The leaderboard: every bundle, and the MONAI networks a user would pick instead, trained and
 evaluated under one protocol on the embedded data.
 
-    python bench/leaderboard.py [--protocol bench/leaderboard_cpu.json] [--only unetr,attention_unet]
+    python bench/leaderboard.py [--protocol bench/leaderboard_cpu.json] [--only unetr,attention_unet] [--seeds 0,1,2]
+    python bench/leaderboard.py --protocol bench/leaderboard_ct.json --dataset_dir data/vertebrae_ct \
+        --plan data/vertebrae_ct/plan.json --seeds 0,1,2     # the CT task, as python -m common plan set it up
 
 One protocol file (same split, spacing, ROI, crops, seed, optimiser and step budget for everyone)
 is merged over each bundle's ``train.json`` and ``demo.json`` (which give only the network's sizes
@@ -11,6 +13,9 @@ evaluated with its ``evaluate.json``, timed end to end with its ``inference.json
 alone (parameters, FLOPs, sliding-window seconds, peak memory) in a fresh process. Writes
 ``docs/leaderboard.md``, ``docs/leaderboard.png`` and, per entry, ``docs/leaderboard/<name>_dice.png``
 (validation Dice per epoch) and ``<name>_overlay.png`` (prediction next to the reference).
+
+With several seeds, each entry's row is the mean over its seeds with their range, and the table says
+which entries are ahead of which by more than the seeds' spread (their ranges do not overlap).
 """
 
 from __future__ import annotations
@@ -132,6 +137,7 @@ def validation_curve(runs_dir: Path, tag: str = "val_mean_dice") -> list[tuple[i
 def run_entry(name: str, protocol: dict, work_root: Path, dataset_dir: Path, plots_dir: Path = DOCS / "leaderboard") -> dict:
     """Train, evaluate, infer and measure one entry; its row of the leaderboard. Its validation
     curve and prediction overlay go to ``plots_dir``."""
+    started = time.perf_counter()
     entry = ENTRIES[name]
     configs = BUNDLES / entry["bundle"] / "configs"
     work = work_root / slug(name)
@@ -140,7 +146,7 @@ def run_entry(name: str, protocol: dict, work_root: Path, dataset_dir: Path, plo
     (work / "protocol.json").write_text(json.dumps(overrides, indent=2))
     (work / "evaluate_paths.json").write_text(json.dumps({"output_dir": str(work / "eval")}))
     validation = json.loads((dataset_dir / "dataset.json").read_text())["validation"][0]
-    image, label = dataset_dir / validation["image"], dataset_dir / validation["label"]
+    image, label = (dataset_dir / validation["image"]).absolute(), (dataset_dir / validation["label"]).absolute()
     scans = work / "scans"
     scans.mkdir(exist_ok=True)
     (scans / image.name).unlink(missing_ok=True)
@@ -164,33 +170,70 @@ def run_entry(name: str, protocol: dict, work_root: Path, dataset_dir: Path, plo
     plot_prediction(name, image, label, prediction, names, plots_dir / f"{slug(name)}_overlay.png")
     return {"name": name, "attention": entry["network_def"] is None, "mean_dice": metrics["mean_dice"],
             "dice": metrics["dice"], "hd95_mm": metrics["hd95_mm"], "train_s": train_s, "infer_s": infer_s,
-            "curve": curve, **facts}
+            "curve": curve, "seed": protocol.get("seed"), "wall_s": time.perf_counter() - started, **facts}
+
+
+def _mean(values: list) -> float | None:
+    present = [v for v in values if v is not None]
+    return sum(present) / len(present) if present else None
+
+
+def aggregate(results: list[dict]) -> list[dict]:
+    """One row per entry: every measurement averaged over its seeds (a class absent from a run is
+    skipped), with ``seeds`` and ``dice_range``, the lowest and highest mean Dice of its runs."""
+    rows = []
+    for name in dict.fromkeys(r["name"] for r in results):
+        runs = [r for r in results if r["name"] == name]
+        dice = [r["mean_dice"] for r in runs]
+        row = {key: _mean([r[key] for r in runs]) for key in ("mean_dice", "train_s", "infer_s", "network_s", "params", "gflops", "peak_mb")}
+        for key in ("dice", "hd95_mm"):
+            row[key] = {c: _mean([r[key][c] for r in runs]) for c in runs[0][key]}
+        rows.append({**row, "name": name, "attention": runs[0]["attention"], "seeds": [r.get("seed") for r in runs],
+                     "dice_range": (min(dice), max(dice))})
+    return rows
+
+
+def clearly_ahead(rows: list[dict]) -> list[tuple[str, str]]:
+    """``(a, b)`` for every two entries of at least two seeds each whose every run of ``a`` scored
+    above every run of ``b``: a difference the seeds' spread does not cover. Best first."""
+    ranked = [r for r in sorted(rows, key=lambda r: -(r["mean_dice"] or 0)) if len(r["seeds"]) >= 2]
+    return [(a["name"], b["name"]) for i, a in enumerate(ranked) for b in ranked[i + 1:] if a["dice_range"][0] > b["dice_range"][1]]
 
 
 def write_table(results: list[dict], path: Path, protocol: dict, machine: str) -> None:
-    """``docs/leaderboard.md``: one row per entry, best mean Dice first."""
-    classes = list(results[0]["dice"]) if results else []
+    """``docs/leaderboard.md``: one row per entry (the mean over its seeds), best mean Dice first,
+    then the pairs whose difference the seeds' spread does not cover."""
+    rows = aggregate(results)
+    classes = list(rows[0]["dice"]) if rows else []
+    hours, minutes = divmod(round(sum(r.get("wall_s") or 0 for r in results) / 60), 60)
     lines = [
         "# Leaderboard", "",
         f"{machine}. Protocol (`bench/leaderboard.py`): " + ", ".join(f"`{k}` {json.dumps(v)}" for k, v in protocol.items()) + ".",
-        "Mean foreground Dice and per-class Dice / HD95 from each entry's `evaluate.json` on the held-out hemisphere; "
+        "Mean foreground Dice and per-class Dice / HD95 from each entry's `evaluate.json` on the held-out case; "
         "inference end to end is `inference.json` on that volume (start-up, pre-processing, sliding window, inversion, "
         "writing); network alone is the sliding-window pass over a volume of the same size; peak memory is that "
-        "process's resident peak.", "",
-        "| network | attention bundle | mean Dice | " + " | ".join(f"{c} Dice" for c in classes) + " | "
+        "process's resident peak. With several seeds, every figure is the mean over them, and the range is the "
+        f"lowest and highest mean Dice of the runs. {len(results)} runs, {hours} h {minutes:02d} min in all.", "",
+        "| network | attention bundle | mean Dice | seeds | range | " + " | ".join(f"{c} Dice" for c in classes) + " | "
         + " | ".join(f"{c} HD95 mm" for c in classes)
         + " | parameters | GFLOPs (one ROI) | training | inference end to end s | network alone s | peak MB |",
-        "| --- " * (9 + 2 * len(classes)) + "|",
+        "| --- " * (11 + 2 * len(classes)) + "|",
     ]
-    for row in sorted(results, key=lambda r: -(r["mean_dice"] or 0)):
+    for row in sorted(rows, key=lambda r: -(r["mean_dice"] or 0)):
         dice = " | ".join(f"{row['dice'][c]:.3f}" if row["dice"][c] is not None else "-" for c in classes)
         hd95 = " | ".join(f"{row['hd95_mm'][c]:.2f}" if row["hd95_mm"][c] is not None else "-" for c in classes)
+        low, high = row["dice_range"]
         minutes, seconds = divmod(round(row["train_s"]), 60)
         lines.append(
-            f"| {row['name']} | {'yes' if row['attention'] else 'baseline'} | **{row['mean_dice']:.3f}** | {dice} | {hd95} | "
+            f"| {row['name']} | {'yes' if row['attention'] else 'baseline'} | **{row['mean_dice']:.3f}** | {len(row['seeds'])} | "
+            f"{low:.3f}-{high:.3f} | {dice} | {hd95} | "
             f"{row['params'] / 1e6:.2f} M | {row['gflops']:.1f} | {minutes} min {seconds:02d} s | {row['infer_s']:.1f} | "
             f"{row['network_s']:.2f} | {row['peak_mb']:.0f} |"
         )
+    pairs = clearly_ahead(rows)
+    lines += ["", "Ahead by more than the seeds' spread (every run of the first above every run of the second): "
+              + ("; ".join(f"{a} > {b}" for a, b in pairs) if pairs else
+                 "none; no difference in the table above is larger than what another seed can move (entries of one seed are not compared).")]
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(lines) + "\n")
 
@@ -206,17 +249,22 @@ def _pyplot():
 
 def plot_tradeoff(results: list[dict], path: Path) -> None:
     """``docs/leaderboard.png``: mean Dice against end-to-end inference seconds, one marker per
-    entry, area proportional to its parameters; attention bundles filled, baselines hollow."""
+    entry (the mean over its seeds, a bar over their range), area proportional to its parameters;
+    attention bundles filled, baselines hollow."""
     plt = _pyplot()
     figure, axis = plt.subplots(figsize=(8, 5.5), layout="constrained")
-    largest = max(r["params"] for r in results)
-    for row in results:
+    rows = aggregate(results)
+    largest = max(r["params"] for r in rows)
+    for row in rows:
         size = 60 + 900 * row["params"] / largest
         style = {"color": "tab:blue"} if row["attention"] else {"facecolors": "none", "edgecolors": "tab:orange"}
+        low, high = row["dice_range"]
+        axis.errorbar(row["infer_s"], row["mean_dice"], yerr=[[row["mean_dice"] - low], [high - row["mean_dice"]]],
+                      fmt="none", ecolor="grey", capsize=3)
         axis.scatter(row["infer_s"], row["mean_dice"], s=size, alpha=0.7, **style)
         axis.annotate(row["name"], (row["infer_s"], row["mean_dice"]), textcoords="offset points", xytext=(8, 4), fontsize=8)
     axis.set_xlabel("CPU inference per volume, end to end (s)")
-    axis.set_ylabel("mean foreground Dice (held-out hemisphere)")
+    axis.set_ylabel("mean foreground Dice (held-out case)")
     axis.set_title("Dice against inference time (marker area: parameters; hollow: MONAI baselines)")
     axis.grid(alpha=0.3)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -275,8 +323,8 @@ def machine_line() -> str:
 
 
 def finished_entries(results_path: Path, protocol: dict) -> list[dict]:
-    """Rows already measured under ``protocol`` in ``results_path`` (a run of about 2 hours on a
-    CPU goes on where it stopped); none when the file is missing or was made under another protocol."""
+    """Runs already measured under ``protocol`` in ``results_path`` (a run of hours on a CPU goes on
+    where it stopped); none when the file is missing or was made under another protocol."""
     if not results_path.is_file():
         return []
     saved = json.loads(results_path.read_text())
@@ -287,23 +335,31 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--protocol", default=str(Path(__file__).parent / "leaderboard_cpu.json"))
     parser.add_argument("--only", default=",".join(ENTRIES), help="comma-separated entry names")
+    parser.add_argument("--seeds", default=None, help="comma-separated seeds (default: the protocol's seed)")
     parser.add_argument("--dataset_dir", default=str(REPO / "data" / "mni152"))
+    parser.add_argument("--plan", default=None, help="python -m common plan's plan.json, merged under the protocol")
     parser.add_argument("--work_dir", default=str(REPO / "leaderboard_runs"))
     parser.add_argument("--docs_dir", default=str(DOCS), help="where leaderboard.md, leaderboard.png and leaderboard/ go")
     args = parser.parse_args()
     docs = Path(args.docs_dir)
     protocol = json.loads(Path(args.protocol).read_text())
+    if args.plan:
+        protocol = {**json.loads(Path(args.plan).read_text()), **protocol}
+    seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else [protocol.get("seed", 0)]
     results_path = Path(args.work_dir) / "results.json"
     results = finished_entries(results_path, protocol)
-    done = {row["name"] for row in results}
-    for name in args.only.split(","):
-        if name in done:
-            print(f"{name}: measured already under this protocol ({results_path})", flush=True)
-            continue
-        print(f"{name}: training, evaluating, timing ...", flush=True)
-        results.append(run_entry(name, protocol, Path(args.work_dir), Path(args.dataset_dir), docs / "leaderboard"))
-        print(f"{name}: mean Dice {results[-1]['mean_dice']:.3f}, training {results[-1]['train_s']:.0f} s", flush=True)
-        results_path.write_text(json.dumps({"protocol": protocol, "results": results}, indent=2))
+    done = {(row["name"], row.get("seed", protocol.get("seed"))) for row in results}
+    for seed in seeds:
+        for name in args.only.split(","):
+            if (name, seed) in done:
+                print(f"{name}, seed {seed}: measured already under this protocol ({results_path})", flush=True)
+                continue
+            print(f"{name}, seed {seed}: training, evaluating, timing ...", flush=True)
+            results.append(run_entry(name, {**protocol, "seed": seed}, Path(args.work_dir) / f"seed_{seed}", Path(args.dataset_dir),
+                                     docs / "leaderboard"))
+            print(f"{name}, seed {seed}: mean Dice {results[-1]['mean_dice']:.3f}, training {results[-1]['train_s']:.0f} s", flush=True)
+            results_path.parent.mkdir(parents=True, exist_ok=True)
+            results_path.write_text(json.dumps({"protocol": protocol, "results": results}, indent=2))
     write_table(results, docs / "leaderboard.md", protocol, machine_line())
     plot_tradeoff(results, docs / "leaderboard.png")
     print((docs / "leaderboard.md").read_text())

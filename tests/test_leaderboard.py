@@ -19,10 +19,10 @@ PNG = b"\x89PNG\r\n\x1a\n"
 CLASSES = ("CSF", "grey matter", "white matter")
 
 
-def fake_row(name: str, mean_dice: float, attention: bool) -> dict:
+def fake_row(name: str, mean_dice: float, attention: bool, seed: int = 0) -> dict:
     return {"name": name, "attention": attention, "mean_dice": mean_dice, "dice": dict(zip(CLASSES, (0.6, 0.9, None))),
             "hd95_mm": dict(zip(CLASSES, (4.0, 2.0, None))), "train_s": 125.0, "infer_s": 12.5, "network_s": 3.25,
-            "params": 1.5e6, "gflops": 12.3, "peak_mb": 640.0, "curve": [(2, 0.5), (4, mean_dice)]}
+            "params": 1.5e6, "gflops": 12.3, "peak_mb": 640.0, "curve": [(2, 0.5), (4, mean_dice)], "seed": seed, "wall_s": 1800.0}
 
 
 def test_table_and_plots_from_a_fake_result_set(tmp_path: Path) -> None:
@@ -35,12 +35,30 @@ def test_table_and_plots_from_a_fake_result_set(tmp_path: Path) -> None:
     header = next(line for line in lines if line.startswith("| network"))
     separator = next(line for line in lines if line.startswith("| ---"))
     assert header.count("|") == separator.count("|") == rows[0].count("|")
-    assert "**0.880**" in rows[0] and "2 min 05 s" in rows[0] and "| - |" in rows[0]
+    assert "**0.880** | 1 | 0.880-0.880 |" in rows[0] and "2 min 05 s" in rows[0] and "| - |" in rows[0]
+    assert "2 runs, 1 h 00 min in all" in lines[3] and lines[-1].endswith("(entries of one seed are not compared).")
     leaderboard.plot_tradeoff(results, tmp_path / "leaderboard.png")
     leaderboard.plot_curve("attention_unet", results[1]["curve"], tmp_path / "curve.png")
     leaderboard.plot_curve("empty", [], tmp_path / "empty.png")
     for name in ("leaderboard.png", "curve.png", "empty.png"):
         assert (tmp_path / name).read_bytes()[:8] == PNG
+
+
+def test_seeds_are_averaged_and_only_gaps_beyond_their_spread_are_claimed(tmp_path: Path) -> None:
+    results = [fake_row("unetr", d, True, seed) for seed, d in enumerate((0.90, 0.88, 0.86))]
+    results += [fake_row("mt_unet", d, True, seed) for seed, d in enumerate((0.87, 0.89, 0.885))]
+    results += [fake_row("MONAI UNet (residual)", d, False, seed) for seed, d in enumerate((0.80, 0.82))]
+    results += [fake_row("msga_net", 0.99, True)]  # one seed: never compared
+    rows = {row["name"]: row for row in leaderboard.aggregate(results)}
+    assert rows["unetr"]["mean_dice"] == pytest.approx(0.88) and rows["unetr"]["dice_range"] == (0.86, 0.90)
+    assert rows["unetr"]["seeds"] == [0, 1, 2] and rows["unetr"]["dice"]["white matter"] is None
+    assert leaderboard.clearly_ahead(list(rows.values())) == [("mt_unet", "MONAI UNet (residual)"), ("unetr", "MONAI UNet (residual)")]
+    leaderboard.write_table(results, tmp_path / "leaderboard.md", {"seed": 0}, "2026-12-01, x86_64")
+    text = (tmp_path / "leaderboard.md").read_text()
+    assert "| unetr | yes | **0.880** | 3 | 0.860-0.900 |" in text
+    assert text.rstrip().endswith("mt_unet > MONAI UNet (residual); unetr > MONAI UNet (residual)")
+    leaderboard.plot_tradeoff(results, tmp_path / "leaderboard.png")
+    assert (tmp_path / "leaderboard.png").read_bytes()[:8] == PNG
 
 
 def test_a_stopped_run_goes_on_only_under_the_same_protocol(tmp_path: Path) -> None:
