@@ -100,18 +100,18 @@ robustness: install
 # SEEDS=0,1,2 trains each entry once per seed; a stopped run goes on where it stopped. Any other TASK
 # is planned first, as make demo does, and writes docs/<task>/ (vertebrae_ct: bench/leaderboard_ct.json).
 SEEDS ?=
-SEED_FLAG := $(if $(SEEDS),--seeds $(SEEDS))
 ifeq ($(TASK),mni152)
 PROTOCOL ?= bench/leaderboard_cpu.json
-leaderboard: data
-	$(PY) bench/leaderboard.py --protocol $(PROTOCOL) $(SEED_FLAG)
+ON_LEADERBOARD_TASK :=
 else
 PROTOCOL ?= bench/leaderboard_ct.json
-leaderboard: data
-	$(PY) -m common plan --dataset_dir $(DATA_DIR) --max_roi_voxels $(DEMO_ROI_VOXELS)
-	$(PY) bench/leaderboard.py --protocol $(PROTOCOL) $(SEED_FLAG) --dataset_dir $(DATA_DIR) --plan $(DATA_DIR)/plan.json \
-		--work_dir leaderboard_runs/$(TASK) --docs_dir docs/$(TASK)
+ON_LEADERBOARD_TASK := --dataset_dir $(DATA_DIR) --plan $(DATA_DIR)/plan.json --work_dir leaderboard_runs/$(TASK) --docs_dir docs/$(TASK)
 endif
+leaderboard: data
+ifneq ($(TASK),mni152)
+	$(PY) -m common plan --dataset_dir $(DATA_DIR) --max_roi_voxels $(DEMO_ROI_VOXELS)
+endif
+	$(PY) bench/leaderboard.py --protocol $(PROTOCOL) $(if $(SEEDS),--seeds $(SEEDS)) $(ON_LEADERBOARD_TASK)
 
 # MONAI Label, in its own environment (.venv-label, about 8 GB: monailabel needs torchvision, so a
 # CUDA build of torch 2.14.1). `make label` serves every bundle to 3D Slicer; the bundles

@@ -30,6 +30,7 @@ sys.path.insert(0, str(REPO))
 
 from common.bundle import bundle_workflow  # noqa: E402
 from common.demo_data import _load_resampled, tissue_labels  # noqa: E402
+from segment_cost import listed  # noqa: E402
 
 BUNDLES = ["unetr", "attention_unet", "nonlocal_unet", "mt_unet", "msga_net", "ann_net"]
 DATA = REPO / "data" / "mni152"
@@ -121,7 +122,7 @@ def main(variants: str = "", output: str = "docs/robustness.md", bundles: str = 
     with tempfile.TemporaryDirectory() as scratch:
         scans = shifted_scans(Path(scratch))
         reference_ventricles = ventricles(np.asarray(nib.load(LABEL).dataobj))
-        for bundle in bundles.split(",") if isinstance(bundles, str) else bundles:
+        for bundle in listed(bundles):
             for variant in [v.strip() for v in (variants.split(",") if isinstance(variants, str) else variants)]:
                 weights = REPO / "bundles" / bundle / "models" / variant / "model.pt"
                 if not weights.is_file():

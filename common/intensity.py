@@ -33,9 +33,9 @@ def local_ratio(image: torch.Tensor, spacing: tuple[float, ...], sigma_mm: float
     """
     smooth = GaussianFilter(3, sigma=[sigma_mm / s for s in spacing], truncated=GAUSSIAN_TRUNCATION)
     x = image.float().clamp_min(0).unsqueeze(1)
-    inside = (x > 0).float()
-    local_mean = smooth(x) / smooth(inside).clamp_min(torch.finfo(torch.float32).tiny)
-    return torch.where(x > 0, x / local_mean.clamp_min(torch.finfo(torch.float32).tiny), 0.0).squeeze(1)
+    inside = x > 0
+    local_mean = smooth(x) / smooth(inside.float()).clamp_min(torch.finfo(torch.float32).tiny)
+    return torch.where(inside, x / local_mean.clamp_min(torch.finfo(torch.float32).tiny), 0.0).squeeze(1)
 
 
 class LocalRatioNormalized(MapTransform):

@@ -36,25 +36,36 @@ def runtime_requirements() -> str:
     return "\n".join(lines) + "\n"
 
 
+def describe_data_format(metadata: dict, channels: list[str], classes: list[str], roi_size: list[int]) -> None:
+    """Set, in place, ``metadata``'s ``network_data_format`` (input channels, output classes, ROI)
+    and ``label_classes`` to ``channels``, ``classes`` (background first) and ``roi_size``."""
+    image = metadata["network_data_format"]["inputs"]["image"]
+    pred = metadata["network_data_format"]["outputs"]["pred"]
+    image.update(num_channels=len(channels), channel_def={str(i): n for i, n in enumerate(channels)})
+    pred.update(num_channels=len(classes), channel_def={str(i): n for i, n in enumerate(classes)})
+    for part in (image, pred):
+        part["spatial_shape"] = list(roi_size)
+    metadata["label_classes"] = ", ".join(f"{i}: {n}" for i, n in enumerate(classes))
+
+
+def describe_spacing(spacing: list[float]) -> str:
+    """``[2.0, 2.0, 2.0]`` as ``"2 x 2 x 2 mm"``."""
+    return " x ".join(f"{s:g}" for s in spacing) + " mm"
+
+
 def describe_weights(metadata: dict, settings: dict) -> dict:
     """``metadata`` (a bundle's ``metadata.json``) describing the weights trained with ``settings``
     (:func:`common.checkpoints.trained_settings`): input channels and modality, classes, ROI,
     pre-processing and intended use."""
     channels, classes = settings["channel_names"], settings["class_names"]
+    describe_data_format(metadata, channels, classes, settings["roi_size"])
     image = metadata["network_data_format"]["inputs"]["image"]
-    pred = metadata["network_data_format"]["outputs"]["pred"]
-    image.update(num_channels=len(channels), channel_def={str(i): n for i, n in enumerate(channels)},
-                 modality="CT" if all(n.upper() == "CT" for n in channels) else image["modality"])
-    pred.update(num_channels=len(classes), channel_def={str(i): n for i, n in enumerate(classes)})
-    for part in (image, pred):
-        part["spatial_shape"] = list(settings["roi_size"])
-    scaling = describe_normalization(settings["normalization"])
-    spacing = " x ".join(f"{s:g}" for s in settings["spacing"])
+    image["modality"] = "CT" if all(n.upper() == "CT" for n in channels) else image["modality"]
     foreground = ", ".join(classes[1:])
     metadata.update(
         task=f"Segmentation of {foreground} in {', '.join(channels)} images",
-        image_classes=f"{len(channels)}-channel {', '.join(channels)}, resampled to {spacing} mm RAS, {scaling}",
-        label_classes=", ".join(f"{i}: {n}" for i, n in enumerate(classes)),
+        image_classes=f"{len(channels)}-channel {', '.join(channels)}, resampled to {describe_spacing(settings['spacing'])} RAS, "
+        f"{describe_normalization(settings['normalization'])}",
         pred_classes=f"{len(classes)} channels: {', '.join(classes)}",
         intended_use=f"Demonstration and research only, not for clinical use: segments {foreground} in "
         f"{', '.join(channels)} images like those the weights were trained on (see docs/README.md).",

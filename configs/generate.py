@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from common.augmentation import DEFAULT_POLICY
+from common.package import describe_data_format, describe_spacing
 from common.workflow import describe_normalization
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -94,17 +95,11 @@ def demo_config(template: dict[str, Any], demo: dict[str, Any]) -> dict[str, Any
 def metadata_config(metadata: dict[str, Any], train: dict[str, Any]) -> dict[str, Any]:
     """``metadata`` with ``network_data_format``, ``image_classes`` and ``label_classes`` following ``train``."""
     metadata = copy.deepcopy(metadata)
-    image = metadata["network_data_format"]["inputs"]["image"]
-    pred = metadata["network_data_format"]["outputs"]["pred"]
-    image.update(num_channels=train["in_channels"], channel_def={str(i): n for i, n in enumerate(train["channel_names"])})
-    pred.update(num_channels=train["num_classes"], channel_def={str(i): n for i, n in enumerate(train["class_names"])})
-    for part in (image, pred):
-        part["spatial_shape"] = list(train["roi_size"])
-    metadata["label_classes"] = ", ".join(f"{i}: {n}" for i, n in enumerate(train["class_names"]))
-    spacing = " x ".join(f"{s:g}" for s in train["spacing"])
+    describe_data_format(metadata, train["channel_names"], train["class_names"], train["roi_size"])
+    contract = train["input_contract"]
     metadata["image_classes"] = (
-        f"{train['input_contract']['expects']}; channels: {', '.join(train['channel_names'])}; refused above {train['input_contract']['max_nonzero_ml']} mL "
-        f"of non-zero voxels; resampled to {spacing} mm RAS; {describe_normalization(train['normalization'])}")
+        f"{contract['expects']}; channels: {', '.join(train['channel_names'])}; refused above {contract['max_nonzero_ml']} mL "
+        f"of non-zero voxels; resampled to {describe_spacing(train['spacing'])} RAS; {describe_normalization(train['normalization'])}")
     return metadata
 
 
