@@ -67,3 +67,10 @@ def test_the_config_chooses_it_and_a_missing_sigma_is_named() -> None:
     assert isinstance(intensity_normalization({"mode": "local_ratio", "sigma_mm": 20}), LocalRatioNormalized)
     with pytest.raises(InputError, match="sigma_mm"):
         intensity_normalization({"mode": "local_ratio"})
+
+
+def test_a_non_positive_sigma_and_an_image_without_voxel_size_are_refused() -> None:
+    with pytest.raises(InputError, match="sigma_mm must be positive, got 0.0"):
+        intensity_normalization({"mode": "local_ratio", "sigma_mm": 0})
+    with pytest.raises(TypeError, match="image: needs a MetaTensor"):
+        LocalRatioNormalized("image", 10.0)({"image": torch.ones(1, 4, 4, 4)})
