@@ -1,4 +1,4 @@
-"""Evaluation report: per-class Dice and HD95 (mm) per image, written to ``metrics.json``."""
+"""Evaluation report: MONAI's per-image Dice and our HD95 in mm, per named class, in ``metrics.json``."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 from ignite.engine import Engine, Events
 from monai.data import MetaTensor
-from monai.metrics import compute_dice, compute_hausdorff_distance
+from monai.metrics import compute_hausdorff_distance
 
 from common.io import write_json
 from common.transforms import source_name
@@ -24,14 +24,17 @@ def _finite_or_none(value: float) -> float | None:
 
 class SegmentationReport:
     """Ignite handler for an evaluator whose output items hold one-hot ``pred`` and ``label``
-    ``(C, D, H, W)`` (background first). Measures Dice and the 95th-percentile Hausdorff distance in
-    mm (from the prediction's voxel spacing) per image and foreground class; on completion writes
-    ``output_dir/metrics.json`` (``dice`` and ``hd95`` per class, ``mean_dice`` over the
+    ``(C, D, H, W)`` (background first) and whose MONAI ``MeanDice`` metric keeps its per-image
+    details (``engine.state.metric_details``, MONAI's default). It adds what MONAI's handlers lack:
+    the 95th-percentile Hausdorff distance in mm (from the prediction's voxel spacing; MONAI's
+    ``HausdorffDistance`` handler measures voxels) and one report by class name. On completion it
+    writes ``output_dir/metrics.json`` (``dice`` and ``hd95`` per class, ``mean_dice`` over the
     foreground classes, per-image rows) atomically and logs a table.
 
     Args:
         output_dir: folder of the report.
         class_names: names of all classes, background first.
+        dice_metric: name of the evaluator's ``MeanDice`` metric (foreground classes).
         filename: report file name.
         image_key: output key of the image, whose file names the rows.
         pred_key: output key of the one-hot prediction.
@@ -42,6 +45,7 @@ class SegmentationReport:
         self,
         output_dir: str | Path,
         class_names: Sequence[str],
+        dice_metric: str = "val_mean_dice",
         filename: str = "metrics.json",
         image_key: str = "image",
         pred_key: str = "pred",
@@ -49,6 +53,7 @@ class SegmentationReport:
     ) -> None:
         self.path = Path(output_dir) / filename
         self.foreground = list(class_names)[1:]
+        self.dice_metric = dice_metric
         self.image_key, self.pred_key, self.label_key = image_key, pred_key, label_key
         self.rows: list[dict] = []
 
@@ -61,9 +66,17 @@ class SegmentationReport:
         for item in engine.state.output:
             pred, label = item[self.pred_key][None], item[self.label_key][None]
             spacing = pred.pixdim.tolist() if isinstance(pred, MetaTensor) else None
-            dice = compute_dice(pred, label, include_background=False)[0]
             hd95 = compute_hausdorff_distance(pred, label, include_background=False, percentile=95, spacing=spacing)[0]
-            self.rows.append({"image": source_name(item.get(self.image_key)), "dice": dice.tolist(), "hd95": hd95.tolist()})
+            self.rows.append({"image": source_name(item.get(self.image_key)), "hd95": hd95.tolist()})
+
+    def add_dice(self, engine: Engine) -> None:
+        """Each row's Dice from the ``MeanDice`` details, in the order the images were measured."""
+        details = getattr(engine.state, "metric_details", {}).get(self.dice_metric)
+        if details is None or len(details) != len(self.rows):
+            raise RuntimeError(f"SegmentationReport: the evaluator has no per-image Dice {self.dice_metric!r} "
+                               "(a MeanDice key metric with save_details, as validate#key_metric in train.json)")
+        for row, dice in zip(self.rows, details):
+            row["dice"] = dice.tolist()
 
     def summary(self) -> dict:
         """Per-class means over images (NaN where a class is absent is skipped) and per-image rows."""
@@ -86,6 +99,7 @@ class SegmentationReport:
         }
 
     def write(self, engine: Engine) -> None:
+        self.add_dice(engine)
         summary = self.summary()
         write_json(self.path, summary)
         width = max(len(n) for n in [*self.foreground, "mean (foreground)"])
