@@ -55,10 +55,15 @@ BASELINES = {
         "out_channels": "@num_classes", "channels": [8, 16, 32, 64], "strides": [2, 2, 2],
     },
 }
+# A network whose input grid must be divisible by more than the protocol's ROI is (SwinUNETR: 2**5 for
+# its five patch-merging stages) runs at the protocol's ROI rounded down to that multiple on each axis
+# (at least one multiple), and the table says so.
+ROI_MULTIPLE = {"MONAI SwinUNETR": 32}
 BUNDLE_NAMES = ("unetr", "attention_unet", "nonlocal_unet", "ann_net", "mt_unet", "msga_net")
 ENTRIES: dict[str, dict] = {
     **{name: {"bundle": name, "network_def": None} for name in BUNDLE_NAMES},
-    **{name: {"bundle": BASELINE_CONFIGS, "network_def": net} for name, net in BASELINES.items()},
+    **{name: {"bundle": BASELINE_CONFIGS, "network_def": net, "roi_multiple": ROI_MULTIPLE.get(name, 1)}
+       for name, net in BASELINES.items()},
 }
 
 
@@ -84,6 +89,9 @@ def entry_overrides(entry: dict, protocol: dict, work: Path, dataset_dir: Path) 
                  "output_dir": str(work / "runs")}
     if entry["network_def"] is not None:
         overrides["network_def"] = entry["network_def"]
+    multiple = entry.get("roi_multiple", 1)
+    if "roi_size" in protocol and multiple > 1:
+        overrides["roi_size"] = [max(multiple, side // multiple * multiple) for side in protocol["roi_size"]]
     return overrides
 
 
@@ -170,7 +178,8 @@ def run_entry(name: str, protocol: dict, work_root: Path, dataset_dir: Path, plo
     plot_prediction(name, image, label, prediction, names, plots_dir / f"{slug(name)}_overlay.png")
     return {"name": name, "attention": entry["network_def"] is None, "mean_dice": metrics["mean_dice"],
             "dice": metrics["dice"], "hd95_mm": metrics["hd95_mm"], "train_s": train_s, "infer_s": infer_s,
-            "curve": curve, "seed": protocol.get("seed"), "wall_s": time.perf_counter() - started, **facts}
+            "curve": curve, "seed": protocol.get("seed"), "roi_size": overrides.get("roi_size"),
+            "wall_s": time.perf_counter() - started, **facts}
 
 
 def _mean(values: list) -> float | None:
@@ -230,6 +239,10 @@ def write_table(results: list[dict], path: Path, protocol: dict, machine: str) -
             f"{row['params'] / 1e6:.2f} M | {row['gflops']:.1f} | {minutes} min {seconds:02d} s | {row['infer_s']:.1f} | "
             f"{row['network_s']:.2f} | {row['peak_mb']:.0f} |"
         )
+    own_roi = {r["name"]: r["roi_size"] for r in results if r.get("roi_size") not in (None, protocol.get("roi_size"))}
+    if own_roi:
+        lines += ["", "Run at another ROI than the protocol's (the network needs a coarser grid): "
+                  + "; ".join(f"{name} {roi}" for name, roi in own_roi.items()) + "."]
     pairs = clearly_ahead(rows)
     lines += ["", "Ahead by more than the seeds' spread (every run of the first above every run of the second): "
               + ("; ".join(f"{a} > {b}" for a, b in pairs) if pairs else

@@ -103,3 +103,15 @@ def test_one_tiny_entry_runs_end_to_end_and_repeats_its_dice(tmp_path: Path) -> 
         assert (tmp_path / "plots" / plot).read_bytes()[:8] == PNG
     second = leaderboard.run_entry(name, protocol, tmp_path / "second", data, tmp_path / "plots")
     assert round(second["mean_dice"], 3) == round(first["mean_dice"], 3)
+
+
+def test_swinunetr_runs_at_the_protocol_roi_rounded_to_its_grid_and_the_table_says_so(tmp_path: Path) -> None:
+    protocol = {"roi_size": [80, 80, 16], "seed": 0}
+    swin = leaderboard.entry_overrides(leaderboard.ENTRIES["MONAI SwinUNETR"], protocol, tmp_path, tmp_path)
+    unet = leaderboard.entry_overrides(leaderboard.ENTRIES["MONAI UNet (residual)"], protocol, tmp_path, tmp_path)
+    assert swin["roi_size"] == [64, 64, 32] and unet["roi_size"] == [80, 80, 16]
+    results = [{**fake_row("MONAI SwinUNETR", 0.8, False), "roi_size": swin["roi_size"]},
+               {**fake_row("unetr", 0.85, True), "roi_size": unet["roi_size"]}]
+    leaderboard.write_table(results, tmp_path / "leaderboard.md", protocol, "2026-12-01, x86_64")
+    text = (tmp_path / "leaderboard.md").read_text()
+    assert "Run at another ROI than the protocol's (the network needs a coarser grid): MONAI SwinUNETR [64, 64, 32]." in text
