@@ -1,11 +1,12 @@
 """What ``python -m common segment`` costs a clinician: wall time and peak memory (``/usr/bin/time``)
 of each bundle's brain demo weights on the MNI152 brain at 1 mm and at 0.5 mm (nilearn's template,
-brain-extracted; the 0.5 mm grid is its bilinear resampling), eager PyTorch and ONNX Runtime (a
-copy of the weights exported with ``python -m common export``), the median of ``--repeats`` runs, and the
+brain-extracted; the 0.5 mm grid is its bilinear resampling), eager PyTorch, ONNX Runtime (a
+copy of the weights exported with ``python -m common export``) and ``auto`` (the two raced on the
+first windows, the faster running the rest), the median of ``--repeats`` runs, and the
 start-up (importing torch, MONAI and ignite) that every run pays. Needs the weights of
 ``make demo BUNDLE=...``.
 
-    python bench/segment_cost.py [--bundles unetr,attention_unet] [--repeats 3] [--backends torch,onnx]
+    python bench/segment_cost.py [--bundles unetr,attention_unet] [--repeats 3] [--backends torch,onnx,auto]
 """
 
 from __future__ import annotations
@@ -69,7 +70,7 @@ def listed(value: str | tuple) -> list[str]:
     return [item for item in (value.split(",") if isinstance(value, str) else value) if item]
 
 
-def main(bundles: str = ",".join(BUNDLES), repeats: int = 3, backends: str = "torch,onnx") -> None:
+def main(bundles: str = ",".join(BUNDLES), repeats: int = 3, backends: str = "torch,onnx,auto") -> None:
     started = time.perf_counter()
     wanted = listed(bundles)
     names = [b for b in wanted if (REPO / "bundles" / b / "models" / "model.pt").is_file()]
@@ -84,11 +85,13 @@ def main(bundles: str = ",".join(BUNDLES), repeats: int = 3, backends: str = "to
         scans = brains(Path(scratch))
         shapes = {name: nib.load(path).shape for name, path in scans.items()}
         for bundle in names:
+            exported = None
             for backend in listed(backends):
                 weights = REPO / "bundles" / bundle / "models" / "model.pt"
-                if backend == "onnx":
-                    weights = exported_copy(bundle, Path(scratch) / f"{bundle}_onnx")
-                row = [f"`{bundle}`", {"torch": "PyTorch", "onnx": "ONNX Runtime"}[backend]]
+                if backend != "torch":
+                    exported = exported or exported_copy(bundle, Path(scratch) / f"{bundle}_onnx")
+                    weights = exported
+                row = [f"`{bundle}`", {"torch": "PyTorch", "onnx": "ONNX Runtime", "auto": "auto (raced)"}[backend]]
                 for name, scan in scans.items():
                     runs = [timed(bundle, weights, backend, scan, Path(scratch) / f"{bundle}_{backend}_{i}") for i in range(repeats)]
                     row += [f"{statistics.median(r[0] for r in runs):.1f} s", f"{statistics.median(r[1] for r in runs) / 1024:.2f} GB"]

@@ -4,6 +4,8 @@ sliding-window inferer and checkpoint loader use like the eager network."""
 from __future__ import annotations
 
 import hashlib
+import logging
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -11,6 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 
+logger = logging.getLogger(__name__)
 WEIGHTS_DIGEST_KEY = "state_dict_sha256"  # metadata entry of model.onnx: the weights it was exported from
 
 
@@ -77,3 +80,55 @@ class OnnxNetwork(torch.nn.Module):
         """Check, not load: ``RuntimeError`` unless ``state_dict`` is what the file was exported from."""
         if not self.exported_from(state_dict):
             raise RuntimeError(f"{self.path} was not exported from these weights (export them again: python -m common export)")
+
+
+class FasterBackend(torch.nn.Module):
+    """The eager network and its ONNX Runtime export of the same weights, raced on the first
+    sliding-window batches; the faster of the two per window runs the rest.
+
+    The first call runs the eager network (its output is the result) and warms ONNX Runtime up
+    on one window; the second times the eager network on its batch and ONNX Runtime on one window
+    (it runs one window at a time anyway), and keeps the faster. A scan of a single batch never
+    races and stays eager. Both give the same outputs to 1e-4 (``python -m common export`` checks
+    it), so mixing them within a scan does not change the labels.
+
+    Args:
+        eager: the bundle's network, on the CPU.
+        exported: :class:`OnnxNetwork` exported from the weights that ``eager`` will load.
+    """
+
+    def __init__(self, eager: torch.nn.Module, exported: OnnxNetwork) -> None:
+        super().__init__()
+        self.eager = eager
+        self.exported = exported
+        self.calls = 0
+        self.winner: torch.nn.Module | None = None
+        self.window_ms: dict[str, float] = {}
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` ``(B, C, *roi_size)`` -> ``(B, num_classes, *roi_size)``."""
+        self.calls += 1
+        if self.winner is not None:
+            return self.winner(x)
+        if self.calls == 1:
+            output = self.eager(x)
+            self.exported(x[:1])
+            return output
+        started = time.perf_counter()
+        output = self.eager(x)
+        self.window_ms["pytorch"] = 1000 * (time.perf_counter() - started) / len(x)
+        started = time.perf_counter()
+        self.exported(x[:1])
+        self.window_ms["onnxruntime"] = 1000 * (time.perf_counter() - started)
+        faster = self.window_ms["onnxruntime"] < self.window_ms["pytorch"]
+        self.winner = self.exported if faster else self.eager
+        logger.info(f"per window: PyTorch {self.window_ms['pytorch']:.0f} ms, ONNX Runtime {self.window_ms['onnxruntime']:.0f} ms; "
+                    f"{'ONNX Runtime' if faster else 'PyTorch'} runs the rest")
+        return output
+
+    def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True, assign: bool = False) -> Any:
+        """Load ``state_dict`` into the eager network (strictly unless told) and check that the
+        export was made from it (``RuntimeError`` otherwise)."""
+        result = self.eager.load_state_dict(state_dict, strict=strict, assign=assign)
+        self.exported.load_state_dict(state_dict)
+        return result

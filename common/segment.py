@@ -30,7 +30,7 @@ from common.errors import InputError, brief_message, find_input_error, first_lin
 from common.geometry import check_geometry
 from common.io import file_sha256, write_json
 from common.nifti_reader import StreamingNibabelReader
-from common.onnx_network import OnnxNetwork
+from common.onnx_network import FasterBackend, OnnxNetwork
 from common.overlay import save_overlay
 from common.verify import MANIFEST
 from common.scan import Scan, find_scan
@@ -70,9 +70,10 @@ def open_output_folder(output: Path) -> tuple[Path, bool]:
 
 
 def run_inference(folder: Path, scan: Scan, staging: Path, device: torch.device, weights: Path,
-                  overrides: dict) -> tuple[Path, list[str]]:
+                  overrides: dict) -> tuple[Path, list[str], torch.nn.Module]:
     """Run the bundle's ``inference.json`` with ``weights`` on ``scan``; return the label volume
-    written in ``staging`` and the class names of its labels (those the weights were trained with).
+    written in ``staging``, the class names of its labels (those the weights were trained with) and
+    the network that ran.
     Paths reach the config as ``Path`` objects, which MONAI never parses: a file name is never read
     as an expression (``$``), a reference (``@``), a macro (``%``) or a key path (``#``)."""
     settings = {
@@ -96,11 +97,11 @@ def run_inference(folder: Path, scan: Scan, staging: Path, device: torch.device,
     written = sorted(staging.glob("*.nii.gz"))
     if len(written) != 1:
         raise RuntimeError(f"{staging}: expected one segmentation from the bundle, found {[p.name for p in written]}")
-    return written[0], list(workflow.parser.get_parsed_content("class_names"))
+    return written[0], list(parsed("class_names")), parsed("network")
 
 
 def onnx_network(backend: str, device: torch.device, weights: Path, staged_weights: Path) -> OnnxNetwork | None:
-    """The network ONNX Runtime runs for ``--backend`` (``None``: eager PyTorch). ``auto`` takes
+    """The network ONNX Runtime runs for ``--backend`` (``None``: eager PyTorch only). ``auto`` takes
     ``model.onnx`` beside ``weights`` when the device is the CPU, ONNX Runtime is installed and the
     file was exported from exactly these weights, and says why not otherwise; ``onnx`` insists. The
     file is copied beside the staged weights and run from there."""
@@ -126,8 +127,32 @@ def onnx_network(backend: str, device: torch.device, weights: Path, staged_weigh
     return None
 
 
+def backend_settings(backend: str, exported: OnnxNetwork | None) -> dict[str, Any]:
+    """Config keys that put ``exported`` in the network's place: alone for ``--backend onnx``,
+    raced against the eager network (:class:`FasterBackend`) for ``auto``."""
+    if exported is None:
+        return {}
+    if backend == "onnx":
+        return {"network": exported}
+    return {"onnx_network": exported, "network": "$common.onnx_network.FasterBackend(@network_def.to(@device), @onnx_network)"}
+
+
+def backend_description(network: torch.nn.Module) -> str:
+    """What ran the windows, for the report: ``pytorch``, or ONNX Runtime with the export's file
+    name and checksum, and for a race, both times per window."""
+    ran = network
+    if isinstance(network, FasterBackend):
+        ran = network.eager if network.winner is None else network.winner
+    described = (f"onnxruntime ({ran.path.name}, sha256 {file_sha256(ran.path)})" if isinstance(ran, OnnxNetwork)
+                 else "pytorch")
+    if isinstance(network, FasterBackend):
+        timed = ", ".join(f"{name} {ms:.0f} ms" for name, ms in network.window_ms.items())
+        described += f", the faster per window ({timed})" if timed else ", one batch of windows: not raced"
+    return described
+
+
 def run_with_cpu_fallback(folder: Path, scan: Scan, staging: Path, device: torch.device, weights: Path,
-                          overrides: dict) -> tuple[Path, list[str], torch.device]:
+                          overrides: dict) -> tuple[Path, list[str], torch.nn.Module, torch.device]:
     """:func:`run_inference`; when a GPU runs out of memory, once more on the CPU."""
     try:
         return *run_inference(folder, scan, staging, device, weights, overrides), device
@@ -216,7 +241,8 @@ def segment(
             contradict the weights (another spacing, other classes ...) are refused by name.
         backend: ``torch`` (eager PyTorch), ``onnx`` (ONNX Runtime on the CPU, with the
             ``model.onnx`` that ``python -m common export`` wrote beside the weights and that was
-            exported from exactly them), or ``auto``: ``onnx`` where it can, else ``torch``.
+            exported from exactly them), or ``auto``: where ``onnx`` can run, both race on the
+            first windows and the faster runs the rest (the report gives both times), else ``torch``.
     """
     started = time.perf_counter()
     folder = bundle_folder(bundle)
@@ -255,8 +281,8 @@ def segment(
         weights_sha256 = file_sha256(used_weights)
         with errors_naming(originals={used_weights: str(weights), local.source: source}):
             exported = onnx_network(backend, chosen, weights, used_weights)
-            run_settings = settings if exported is None else {**settings, "network": exported}
-            written, names, used = run_with_cpu_fallback(folder, local, staging, chosen, used_weights, run_settings)
+            run_settings = {**settings, **backend_settings(backend, exported)}
+            written, names, network, used = run_with_cpu_fallback(folder, local, staging, chosen, used_weights, run_settings)
         label = LoadImage(image_only=True, ensure_channel_first=True, dtype=None)(written)
         load_image = LoadImage(reader=local.reader(), image_only=True, ensure_channel_first=True)
         load_image.register(StreamingNibabelReader())
@@ -278,7 +304,7 @@ def segment(
             "uploaded_to": url if upload else None,
             "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "device": str(used),
-            "backend": "pytorch" if exported is None else f"onnxruntime ({exported.path.name}, sha256 {file_sha256(exported.path)})",
+            "backend": backend_description(network),
             "runtime_s": round(time.perf_counter() - started, 2),
             "software": {"python": platform.python_version(), "torch": torch.__version__, "monai": monai.__version__},
         }

@@ -4,6 +4,7 @@ plain MONAI formulation it replaces."""
 from __future__ import annotations
 
 import gzip
+import time
 from pathlib import Path
 
 import nibabel as nib
@@ -15,6 +16,7 @@ from monai.transforms import Activationsd, AsDiscreted, Compose, FillHoles, Inve
 
 from common.errors import InputError
 from common.inversion import LabelOnInputGridd
+from common.onnx_network import FasterBackend
 from common.transforms import FillEnclosedBackgroundd, LoadVolumed
 from conftest import loading_chain
 
@@ -110,3 +112,42 @@ def test_a_truncated_nifti_is_refused_by_name(tmp_path: Path) -> None:
     path.write_bytes(gzip.compress(whole[: len(whole) // 2]))
     with pytest.raises(InputError, match=rf"{path}: cannot be read as an image"):
         LoadVolumed("image", image_only=True)({"image": path})
+
+
+class DelayedDouble(torch.nn.Module):
+    """Doubles its input after ``delay_s`` per window; counts the windows it ran and keeps what it loaded."""
+
+    def __init__(self, delay_s: float) -> None:
+        super().__init__()
+        self.delay_s, self.windows, self.loaded = delay_s, 0, None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.windows += len(x)
+        time.sleep(self.delay_s * len(x))
+        return x * 2
+
+    def load_state_dict(self, state_dict: dict, strict: bool = True, assign: bool = False) -> None:
+        self.loaded = (dict(state_dict), strict)
+
+
+@pytest.mark.parametrize("onnx_faster", [True, False])
+def test_the_faster_backend_runs_the_windows_after_the_race(onnx_faster: bool) -> None:
+    """Batch 1 is eager (ONNX Runtime warms up on one window), batch 2 times both, the rest go to
+    the faster alone; the weights reach both, strictly."""
+    fast, slow = DelayedDouble(0.001), DelayedDouble(0.03)
+    eager, exported = (slow, fast) if onnx_faster else (fast, slow)
+    race = FasterBackend(eager, exported)
+    race.load_state_dict({"weight": torch.ones(1)})
+    assert eager.loaded[1] is True and exported.loaded[0].keys() == {"weight"}
+    batch = torch.rand(4, 1, 8, 8, 8)
+    for _ in range(4):
+        assert torch.equal(race(batch), batch * 2)
+    assert race.winner is fast and set(race.window_ms) == {"pytorch", "onnxruntime"}
+    assert (eager.windows, exported.windows) == ((8, 2 + 8) if onnx_faster else (8 + 8, 2))
+
+
+def test_a_single_batch_is_not_raced() -> None:
+    race = FasterBackend(DelayedDouble(0.0), DelayedDouble(0.0))
+    batch = torch.rand(2, 1, 4, 4, 4)
+    assert torch.equal(race(batch), batch * 2)
+    assert race.winner is None and race.eager.windows == 2 and race.exported.windows == 1
