@@ -25,6 +25,7 @@ import datetime
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import time
@@ -143,13 +144,15 @@ def validation_curve(runs_dir: Path, tag: str = "val_mean_dice") -> list[tuple[i
 
 
 def run_entry(name: str, protocol: dict, work_root: Path, dataset_dir: Path, plots_dir: Path = DOCS / "leaderboard") -> dict:
-    """Train, evaluate, infer and measure one entry; its row of the leaderboard. Its validation
-    curve and prediction overlay go to ``plots_dir``."""
+    """Train, evaluate, infer and measure one entry in a folder emptied first; its row of the
+    leaderboard. Its validation curve and prediction overlay go to ``plots_dir``."""
     started = time.perf_counter()
     entry = ENTRIES[name]
     configs = BUNDLES / entry["bundle"] / "configs"
     work = work_root / slug(name)
-    work.mkdir(parents=True, exist_ok=True)
+    if work.exists():  # a stopped run's model.pt would be the score to beat (BestWeights keeps the better weights)
+        shutil.rmtree(work)
+    work.mkdir(parents=True)
     overrides = entry_overrides(entry, protocol, work, dataset_dir)
     (work / "protocol.json").write_text(json.dumps(overrides, indent=2))
     (work / "evaluate_paths.json").write_text(json.dumps({"output_dir": str(work / "eval")}))

@@ -101,8 +101,10 @@ def test_one_tiny_entry_runs_end_to_end_and_repeats_its_dice(tmp_path: Path) -> 
     assert [epoch for epoch, _ in first["curve"]] == [1, 2]
     for plot in ("monai_unet_residual_dice.png", "monai_unet_residual_overlay.png"):
         assert (tmp_path / "plots" / plot).read_bytes()[:8] == PNG
-    second = leaderboard.run_entry(name, protocol, tmp_path / "second", data, tmp_path / "plots")
-    assert round(second["mean_dice"], 3) == round(first["mean_dice"], 3)
+    leftover = tmp_path / "first" / "monai_unet_residual" / "models" / "checkpoint_epoch=9.pt"
+    leftover.write_bytes(b"a stopped run's")
+    second = leaderboard.run_entry(name, protocol, tmp_path / "first", data, tmp_path / "plots")
+    assert round(second["mean_dice"], 3) == round(first["mean_dice"], 3) and not leftover.exists()
 
 
 def test_swinunetr_runs_at_the_protocol_roi_rounded_to_its_grid_and_the_table_says_so(tmp_path: Path) -> None:
