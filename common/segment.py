@@ -139,16 +139,13 @@ def backend_settings(backend: str, exported: OnnxNetwork | None) -> dict[str, An
 
 def backend_description(network: torch.nn.Module) -> str:
     """What ran the windows, for the report: ``pytorch``, or ONNX Runtime with the export's file
-    name and checksum, and for a race, both times per window."""
-    ran = network
-    if isinstance(network, FasterBackend):
-        ran = network.eager if network.winner is None else network.winner
-    described = (f"onnxruntime ({ran.path.name}, sha256 {file_sha256(ran.path)})" if isinstance(ran, OnnxNetwork)
-                 else "pytorch")
-    if isinstance(network, FasterBackend):
-        timed = ", ".join(f"{name} {ms:.0f} ms" for name, ms in network.window_ms.items())
-        described += f", the faster per window ({timed})" if timed else ", one batch of windows: not raced"
-    return described
+    name and checksum, and for a race, the winner and both times per window."""
+    if not isinstance(network, FasterBackend):
+        return f"onnxruntime ({network.path.name}, sha256 {file_sha256(network.path)})" if isinstance(network, OnnxNetwork) else "pytorch"
+    if network.winner is None:
+        return f"pytorch and onnxruntime, raced on fewer than {network.RACED_WINDOWS} windows: undecided"
+    timed = ", ".join(f"{name} {ms:.0f} ms" for name, ms in network.window_ms.items())
+    return f"{backend_description(network.winner)}, the faster per window ({timed})"
 
 
 def run_with_cpu_fallback(folder: Path, scan: Scan, staging: Path, device: torch.device, weights: Path,
@@ -242,7 +239,7 @@ def segment(
         backend: ``torch`` (eager PyTorch), ``onnx`` (ONNX Runtime on the CPU, with the
             ``model.onnx`` that ``python -m common export`` wrote beside the weights and that was
             exported from exactly them), or ``auto``: where ``onnx`` can run, both race on the
-            first windows and the faster runs the rest (the report gives both times), else ``torch``.
+            first four windows and the faster runs the rest (the report gives both times), else ``torch``.
     """
     started = time.perf_counter()
     folder = bundle_folder(bundle)
