@@ -12,7 +12,8 @@ share every other piece of the workflow. Each entry is trained with ``monai.bund
 evaluated with its ``evaluate.json``, timed end to end with its ``inference.json``, and measured
 alone (parameters, FLOPs, sliding-window seconds, peak memory) in a fresh process. Writes
 ``docs/leaderboard.md``, ``docs/leaderboard.png`` and, per entry, ``docs/leaderboard/<name>_dice.png``
-(validation Dice per epoch) and ``<name>_overlay.png`` (prediction next to the reference).
+(validation Dice per epoch, a line per seed) and ``<name>_overlay.png`` (the latest run's prediction
+next to the reference).
 
 With several seeds, each entry's row is the mean over its seeds with their range, and the table says
 which entries are ahead of which by more than the seeds' spread (their ranges do not overlap).
@@ -145,7 +146,7 @@ def validation_curve(runs_dir: Path, tag: str = "val_mean_dice") -> list[tuple[i
 
 def run_entry(name: str, protocol: dict, work_root: Path, dataset_dir: Path, plots_dir: Path = DOCS / "leaderboard") -> dict:
     """Train, evaluate, infer and measure one entry in a folder emptied first; its row of the
-    leaderboard. Its validation curve and prediction overlay go to ``plots_dir``."""
+    leaderboard. Its prediction overlay goes to ``plots_dir`` (a later seed's replaces it)."""
     started = time.perf_counter()
     entry = ENTRIES[name]
     configs = BUNDLES / entry["bundle"] / "configs"
@@ -176,7 +177,6 @@ def run_entry(name: str, protocol: dict, work_root: Path, dataset_dir: Path, plo
                                    list(nibabel.load(image).shape))
     prediction = next((work / "seg").glob("*_seg.nii.gz"))
     curve = validation_curve(work / "runs")
-    plot_curve(name, curve, plots_dir / f"{slug(name)}_dice.png")
     names = ["background", *metrics["dice"]]
     plot_prediction(name, image, label, prediction, names, plots_dir / f"{slug(name)}_overlay.png")
     return {"name": name, "attention": entry["network_def"] is None, "mean_dice": metrics["mean_dice"],
@@ -288,13 +288,16 @@ def plot_tradeoff(results: list[dict], path: Path) -> None:
     plt.close(figure)
 
 
-def plot_curve(name: str, curve: list[tuple[int, float]], path: Path) -> None:
-    """Validation mean Dice per epoch of one entry."""
+def plot_curves(name: str, runs: list[dict], path: Path) -> None:
+    """Validation mean Dice per epoch of one entry, a line per run (seed)."""
     plt = _pyplot()
     figure, axis = plt.subplots(figsize=(5, 3.5), layout="constrained")
-    if curve:
-        epochs, values = zip(*curve)
-        axis.plot(epochs, values, marker="o")
+    for run in sorted(runs, key=lambda r: r.get("seed") or 0):
+        if run["curve"]:
+            epochs, values = zip(*run["curve"])
+            axis.plot(epochs, values, marker="o", label=f"seed {run.get('seed')}")
+    if any(run["curve"] for run in runs):
+        axis.legend(fontsize=8)
     axis.set_xlabel("epoch")
     axis.set_ylabel("validation mean Dice")
     axis.set_ylim(0, 1)
@@ -378,6 +381,8 @@ def main() -> None:
             results_path.write_text(json.dumps({"protocol": protocol, "results": results}, indent=2))
     write_table(results, docs / "leaderboard.md", protocol, machine_line())
     plot_tradeoff(results, docs / "leaderboard.png")
+    for name in dict.fromkeys(row["name"] for row in results):
+        plot_curves(name, [row for row in results if row["name"] == name], docs / "leaderboard" / f"{slug(name)}_dice.png")
     print((docs / "leaderboard.md").read_text())
 
 

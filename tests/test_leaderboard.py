@@ -38,8 +38,8 @@ def test_table_and_plots_from_a_fake_result_set(tmp_path: Path) -> None:
     assert "**0.880** | 1 | 0.880-0.880 |" in rows[0] and "2 min 05 s" in rows[0] and "| - |" in rows[0]
     assert "2 runs, 1 h 00 min in all" in lines[3] and lines[-1].endswith("(entries of one seed are not compared).")
     leaderboard.plot_tradeoff(results, tmp_path / "leaderboard.png")
-    leaderboard.plot_curve("attention_unet", results[1]["curve"], tmp_path / "curve.png")
-    leaderboard.plot_curve("empty", [], tmp_path / "empty.png")
+    leaderboard.plot_curves("attention_unet", [results[1], fake_row("attention_unet", 0.86, True, seed=1)], tmp_path / "curve.png")
+    leaderboard.plot_curves("empty", [{**results[0], "curve": []}], tmp_path / "empty.png")
     for name in ("leaderboard.png", "curve.png", "empty.png"):
         assert (tmp_path / name).read_bytes()[:8] == PNG
 
@@ -99,8 +99,7 @@ def test_one_tiny_entry_runs_end_to_end_and_repeats_its_dice(tmp_path: Path) -> 
     assert first["params"] > 0 and first["gflops"] > 0 and first["network_s"] > 0 and first["peak_mb"] > 0
     assert first["infer_s"] > first["network_s"] and first["train_s"] > 0
     assert [epoch for epoch, _ in first["curve"]] == [1, 2]
-    for plot in ("monai_unet_residual_dice.png", "monai_unet_residual_overlay.png"):
-        assert (tmp_path / "plots" / plot).read_bytes()[:8] == PNG
+    assert (tmp_path / "plots" / "monai_unet_residual_overlay.png").read_bytes()[:8] == PNG
     leftover = tmp_path / "first" / "monai_unet_residual" / "models" / "checkpoint_epoch=9.pt"
     leftover.write_bytes(b"a stopped run's")
     second = leaderboard.run_entry(name, protocol, tmp_path / "first", data, tmp_path / "plots")
