@@ -4,6 +4,7 @@ evaluated under one protocol on the embedded data.
     python bench/leaderboard.py [--protocol bench/leaderboard_cpu.json] [--only unetr,attention_unet] [--seeds 0,1,2]
     python bench/leaderboard.py --protocol bench/leaderboard_ct.json --dataset_dir data/vertebrae_ct \
         --plan data/vertebrae_ct/plan.json --seeds 0,1,2     # the CT task, as python -m common plan set it up
+    python bench/leaderboard.py [same flags] --table_only   # stopped early: the table of the runs so far
 
 One protocol file (same split, spacing, ROI, crops, seed, optimiser and step budget for everyone)
 is merged over each bundle's ``train.json`` and ``demo.json`` (which give only the network's sizes
@@ -359,6 +360,7 @@ def main() -> None:
     parser.add_argument("--plan", default=None, help="python -m common plan's plan.json, merged under the protocol")
     parser.add_argument("--work_dir", default=str(REPO / "leaderboard_runs"))
     parser.add_argument("--docs_dir", default=str(DOCS), help="where leaderboard.md, leaderboard.png and leaderboard/ go")
+    parser.add_argument("--table_only", action="store_true", help="run nothing: the table and plots of the runs measured so far")
     args = parser.parse_args()
     docs = Path(args.docs_dir)
     protocol = json.loads(Path(args.protocol).read_text())
@@ -368,7 +370,7 @@ def main() -> None:
     results_path = Path(args.work_dir) / "results.json"
     results = finished_entries(results_path, protocol)
     done = {(row["name"], row.get("seed", protocol.get("seed"))) for row in results}
-    for seed in seeds:
+    for seed in [] if args.table_only else seeds:
         for name in args.only.split(","):
             if (name, seed) in done:
                 print(f"{name}, seed {seed}: measured already under this protocol ({results_path})", flush=True)

@@ -70,6 +70,21 @@ def test_a_stopped_run_goes_on_only_under_the_same_protocol(tmp_path: Path) -> N
     assert leaderboard.finished_entries(tmp_path / "missing.json", protocol) == []
 
 
+def test_table_only_writes_the_docs_of_the_runs_so_far_and_runs_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    protocol = {"roi_size": [64, 64, 64], "seed": 0}
+    (tmp_path / "protocol.json").write_text(json.dumps(protocol))
+    rows = [fake_row("unetr", d, True, seed) for seed, d in enumerate((0.90, 0.88))] + [fake_row("attention_unet", 0.86, True)]
+    (tmp_path / "runs").mkdir()
+    (tmp_path / "runs" / "results.json").write_text(json.dumps({"protocol": protocol, "results": rows}))
+    monkeypatch.setattr(leaderboard, "run_entry", lambda *args: pytest.fail("--table_only ran an entry"))
+    monkeypatch.setattr(sys, "argv", ["leaderboard.py", "--protocol", str(tmp_path / "protocol.json"), "--seeds", "0,1,2",
+                                      "--work_dir", str(tmp_path / "runs"), "--docs_dir", str(tmp_path / "docs"), "--table_only"])
+    leaderboard.main()
+    assert "| unetr | yes | **0.890** | 2 | 0.880-0.900 |" in (tmp_path / "docs" / "leaderboard.md").read_text()
+    for plot in ("leaderboard.png", "leaderboard/unetr_dice.png", "leaderboard/attention_unet_dice.png"):
+        assert (tmp_path / "docs" / plot).read_bytes()[:8] == PNG
+
+
 @pytest.mark.parametrize("name", list(leaderboard.BASELINES))
 def test_baselines_build_through_the_bundle_configs(name: str) -> None:
     """Each baseline's ``network_def`` resolves against the configs it runs through, at the CPU
