@@ -96,22 +96,24 @@ robustness: install
 	$(PY) bench/robustness.py --variants "$(VARIANTS)"
 
 # Every bundle and four MONAI baselines under one protocol (about 2 hours a seed on 2 CPU cores):
-# docs/leaderboard.md, docs/leaderboard.png, docs/leaderboard/. On a GPU: PROTOCOL=bench/leaderboard_gpu.json.
-# SEEDS=0,1,2 trains each entry once per seed; a stopped run goes on where it stopped. Any other TASK
-# is planned first, as make demo does, and writes docs/<task>/ (vertebrae_ct: bench/leaderboard_ct.json).
+# docs/<task>/leaderboard.md, leaderboard.png, leaderboard.json (every run) and leaderboard/. On a GPU:
+# PROTOCOL=bench/leaderboard_gpu.json. SEEDS=0,1,2 trains each entry once per seed; ONLY=a,b limits the
+# entries; a stopped run goes on where it stopped. Any TASK but the brain is planned first, as make demo
+# does (vertebrae_ct: bench/leaderboard_ct.json).
 SEEDS ?=
+ONLY ?=
+ON_LEADERBOARD_TASK := --dataset_dir $(DATA_DIR) --work_dir leaderboard_runs/$(TASK) --docs_dir docs/$(TASK)
 ifeq ($(TASK),mni152)
 PROTOCOL ?= bench/leaderboard_cpu.json
-ON_LEADERBOARD_TASK :=
 else
 PROTOCOL ?= bench/leaderboard_ct.json
-ON_LEADERBOARD_TASK := --dataset_dir $(DATA_DIR) --plan $(DATA_DIR)/plan.json --work_dir leaderboard_runs/$(TASK) --docs_dir docs/$(TASK)
+ON_LEADERBOARD_TASK += --plan $(DATA_DIR)/plan.json
 endif
 leaderboard: data
 ifneq ($(TASK),mni152)
 	$(PY) -m common plan --dataset_dir $(DATA_DIR) --max_roi_voxels $(DEMO_ROI_VOXELS)
 endif
-	$(PY) bench/leaderboard.py --protocol $(PROTOCOL) $(if $(SEEDS),--seeds $(SEEDS)) $(ON_LEADERBOARD_TASK)
+	$(PY) bench/leaderboard.py --protocol $(PROTOCOL) $(if $(SEEDS),--seeds $(SEEDS)) $(if $(ONLY),--only "$(ONLY)") $(ON_LEADERBOARD_TASK)
 
 # MONAI Label, in its own environment (.venv-label, about 8 GB: monailabel needs torchvision, so a
 # CUDA build of torch 2.14.1). `make label` serves every bundle to 3D Slicer; the bundles

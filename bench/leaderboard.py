@@ -3,7 +3,8 @@ evaluated under one protocol on the embedded data.
 
     python bench/leaderboard.py [--protocol bench/leaderboard_cpu.json] [--only unetr,attention_unet] [--seeds 0,1,2]
     python bench/leaderboard.py --protocol bench/leaderboard_ct.json --dataset_dir data/vertebrae_ct \
-        --plan data/vertebrae_ct/plan.json --seeds 0,1,2     # the CT task, as python -m common plan set it up
+        --plan data/vertebrae_ct/plan.json --seeds 0,1,2 \
+        --work_dir leaderboard_runs/vertebrae_ct --docs_dir docs/vertebrae_ct   # the CT task, as python -m common plan set it up
     python bench/leaderboard.py [same flags] --table_only   # stopped early: the table of the runs so far
 
 One protocol file (same split, spacing, ROI, crops, seed, optimiser and step budget for everyone)
@@ -11,10 +12,12 @@ is merged over each bundle's ``train.json`` and ``demo.json`` (which give only t
 here). Baselines run through the ``unetr`` bundle's configs with ``network_def`` replaced, so they
 share every other piece of the workflow. Each entry is trained with ``monai.bundle run``,
 evaluated with its ``evaluate.json``, timed end to end with its ``inference.json``, and measured
-alone (parameters, FLOPs, sliding-window seconds, peak memory) in a fresh process. Writes
-``docs/leaderboard.md``, ``docs/leaderboard.png`` and, per entry, ``docs/leaderboard/<name>_dice.png``
+alone (parameters, FLOPs, sliding-window seconds, peak memory) in a fresh process. Writes, in
+``--docs_dir`` (``docs/<task>/``), ``leaderboard.md``, ``leaderboard.png`` and, per entry, ``leaderboard/<name>_dice.png``
 (validation Dice per epoch, a line per seed) and ``<name>_overlay.png`` (the latest run's prediction
-next to the reference).
+next to the reference). Every run's measurements go to ``leaderboard.json`` beside the table: it is
+committed with the docs, so the table can be rebuilt from it and a run of many hours goes on where it
+stopped, in a later checkout too (weights and logs stay in ``--work_dir``).
 
 With several seeds, each entry's row is the mean over its seeds with their range, and the table says
 which entries are ahead of which by more than the seeds' spread (their ranges do not overlap).
@@ -358,8 +361,8 @@ def main() -> None:
     parser.add_argument("--seeds", default=None, help="comma-separated seeds (default: the protocol's seed)")
     parser.add_argument("--dataset_dir", default=str(REPO / "data" / "mni152"))
     parser.add_argument("--plan", default=None, help="python -m common plan's plan.json, merged under the protocol")
-    parser.add_argument("--work_dir", default=str(REPO / "leaderboard_runs"))
-    parser.add_argument("--docs_dir", default=str(DOCS), help="where leaderboard.md, leaderboard.png and leaderboard/ go")
+    parser.add_argument("--work_dir", default=str(REPO / "leaderboard_runs" / "mni152"))
+    parser.add_argument("--docs_dir", default=str(DOCS / "mni152"), help="where leaderboard.md, leaderboard.png and leaderboard/ go")
     parser.add_argument("--table_only", action="store_true", help="run nothing: the table and plots of the runs measured so far")
     args = parser.parse_args()
     docs = Path(args.docs_dir)
@@ -367,7 +370,7 @@ def main() -> None:
     if args.plan:
         protocol = {**json.loads(Path(args.plan).read_text()), **protocol}
     seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else [protocol.get("seed", 0)]
-    results_path = Path(args.work_dir) / "results.json"
+    results_path = docs / "leaderboard.json"
     results = finished_entries(results_path, protocol)
     done = {(row["name"], row.get("seed", protocol.get("seed"))) for row in results}
     for seed in [] if args.table_only else seeds:

@@ -74,8 +74,8 @@ def test_table_only_writes_the_docs_of_the_runs_so_far_and_runs_nothing(tmp_path
     protocol = {"roi_size": [64, 64, 64], "seed": 0}
     (tmp_path / "protocol.json").write_text(json.dumps(protocol))
     rows = [fake_row("unetr", d, True, seed) for seed, d in enumerate((0.90, 0.88))] + [fake_row("attention_unet", 0.86, True)]
-    (tmp_path / "runs").mkdir()
-    (tmp_path / "runs" / "results.json").write_text(json.dumps({"protocol": protocol, "results": rows}))
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "leaderboard.json").write_text(json.dumps({"protocol": protocol, "results": rows}))
     monkeypatch.setattr(leaderboard, "run_entry", lambda *args: pytest.fail("--table_only ran an entry"))
     monkeypatch.setattr(sys, "argv", ["leaderboard.py", "--protocol", str(tmp_path / "protocol.json"), "--seeds", "0,1,2",
                                       "--work_dir", str(tmp_path / "runs"), "--docs_dir", str(tmp_path / "docs"), "--table_only"])
