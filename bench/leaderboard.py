@@ -148,7 +148,7 @@ def validation_curve(runs_dir: Path, tag: str = "val_mean_dice") -> list[tuple[i
     return sorted(points.items())
 
 
-def run_entry(name: str, protocol: dict, work_root: Path, dataset_dir: Path, plots_dir: Path = DOCS / "leaderboard") -> dict:
+def run_entry(name: str, protocol: dict, work_root: Path, dataset_dir: Path, plots_dir: Path) -> dict:
     """Train, evaluate, infer and measure one entry in a folder emptied first; its row of the
     leaderboard. Its prediction overlay goes to ``plots_dir`` (a later seed's replaces it)."""
     started = time.perf_counter()
