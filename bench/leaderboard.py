@@ -6,6 +6,7 @@ evaluated under one protocol on the embedded data.
         --plan data/vertebrae_ct/plan.json --seeds 0,1,2 \
         --work_dir leaderboard_runs/vertebrae_ct --docs_dir docs/vertebrae_ct   # the CT task, as python -m common plan set it up
     python bench/leaderboard.py [same flags] --table_only   # stopped early: the table of the runs so far
+    python bench/leaderboard.py [same flags] --table_only --retime   # runs spread over machines: costs measured again on one
 
 One protocol file (same split, spacing, ROI, crops, seed, optimiser and step budget for everyone)
 is merged over each bundle's ``train.json`` and ``demo.json`` (which give only the network's sizes
@@ -101,10 +102,10 @@ def entry_overrides(entry: dict, protocol: dict, work: Path, dataset_dir: Path) 
     return overrides
 
 
-def network_facts(bundle: str, weights: str, overrides: dict, volume_shape: list[int]) -> dict:
+def network_facts(bundle: str, weights: str | None, overrides: dict, volume_shape: list[int]) -> dict:
     """Run in a fresh process: parameters, FLOPs of one forward at ``roi_size``, seconds of the
     sliding-window pass over a volume of ``volume_shape`` (as ``inference.json`` runs it), and the
-    process's peak resident memory."""
+    process's peak resident memory. ``weights=None``: freshly initialised weights of the same sizes."""
     import resource
 
     import torch
@@ -114,7 +115,7 @@ def network_facts(bundle: str, weights: str, overrides: dict, volume_shape: list
     from common.bundle import load_network
 
     torch.manual_seed(0)
-    network, input_shape = load_network(BUNDLES / bundle, Path(weights), overrides)
+    network, input_shape = load_network(BUNDLES / bundle, Path(weights) if weights else None, overrides)
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
         network(torch.rand(input_shape))
     inferer = SlidingWindowInferer(input_shape[2:], sw_batch_size=overrides.get("sw_batch_size", 4), overlap=0.5, mode="gaussian")
@@ -189,14 +190,35 @@ def run_entry(name: str, protocol: dict, work_root: Path, dataset_dir: Path, plo
             "wall_s": time.perf_counter() - started, **facts}
 
 
+def retime(names: list[str], protocol: dict, work_root: Path, dataset_dir: Path) -> dict:
+    """Every entry's network alone measured again, one entry after another on this machine, with
+    freshly initialised weights of its sizes (:func:`network_facts`): costs that compare like with like
+    when the runs themselves were spread over machines. ``{"machine": ..., "entries": {name: {"network_s",
+    "peak_mb"}}}``."""
+    import nibabel
+
+    validation = json.loads((dataset_dir / "dataset.json").read_text())["validation"][0]
+    shape = list(nibabel.load(dataset_dir / validation["image"]).shape)
+    entries = {}
+    for name in names:
+        entry = ENTRIES[name]
+        demo = json.loads((BUNDLES / entry["bundle"] / "configs" / "demo.json").read_text())
+        overrides = entry_overrides(entry, protocol, work_root / slug(name), dataset_dir)
+        facts = isolated_network_facts(entry["bundle"], None, {**demo, **overrides}, shape)
+        entries[name] = {key: facts[key] for key in ("network_s", "peak_mb")}
+        print(f"{name}: network alone {facts['network_s']:.2f} s, peak {facts['peak_mb']:.0f} MB (re-timed)", flush=True)
+    return {"machine": machine_line(), "entries": entries}
+
+
 def _mean(values: list) -> float | None:
     present = [v for v in values if v is not None]
     return sum(present) / len(present) if present else None
 
 
-def aggregate(results: list[dict]) -> list[dict]:
+def aggregate(results: list[dict], retimed: dict | None = None) -> list[dict]:
     """One row per entry: every measurement averaged over its seeds (a class absent from a run is
-    skipped), with ``seeds`` and ``dice_range``, the lowest and highest mean Dice of its runs."""
+    skipped), with ``seeds`` and ``dice_range``, the lowest and highest mean Dice of its runs; an
+    entry's network-alone seconds and peak memory from ``retimed`` (:func:`retime`) where it has them."""
     rows = []
     for name in dict.fromkeys(r["name"] for r in results):
         runs = [r for r in results if r["name"] == name]
@@ -204,8 +226,8 @@ def aggregate(results: list[dict]) -> list[dict]:
         row = {key: _mean([r[key] for r in runs]) for key in ("mean_dice", "train_s", "infer_s", "network_s", "params", "gflops", "peak_mb")}
         for key in ("dice", "hd95_mm"):
             row[key] = {c: _mean([r[key][c] for r in runs]) for c in runs[0][key]}
-        rows.append({**row, "name": name, "attention": runs[0]["attention"], "seeds": [r.get("seed") for r in runs],
-                     "dice_range": (min(dice), max(dice))})
+        rows.append({**row, **(retimed or {}).get("entries", {}).get(name, {}), "name": name, "attention": runs[0]["attention"],
+                     "seeds": [r.get("seed") for r in runs], "dice_range": (min(dice), max(dice))})
     return rows
 
 
@@ -216,10 +238,11 @@ def clearly_ahead(rows: list[dict]) -> list[tuple[str, str]]:
     return [(a["name"], b["name"]) for i, a in enumerate(ranked) for b in ranked[i + 1:] if a["dice_range"][0] > b["dice_range"][1]]
 
 
-def write_table(results: list[dict], path: Path, protocol: dict, machine: str) -> None:
-    """``docs/leaderboard.md``: one row per entry (the mean over its seeds), best mean Dice first,
-    then the pairs whose difference the seeds' spread does not cover."""
-    rows = aggregate(results)
+def write_table(results: list[dict], path: Path, protocol: dict, machine: str, retimed: dict | None = None) -> None:
+    """``docs/<task>/leaderboard.md``: one row per entry (the mean over its seeds), best mean Dice first,
+    then the pairs whose difference the seeds' spread does not cover. With ``retimed``
+    (:func:`retime`), network-alone seconds and peak memory are its, and the table says so."""
+    rows = aggregate(results, retimed)
     classes = list(rows[0]["dice"]) if rows else []
     hours, minutes = divmod(round(sum(r.get("wall_s") or 0 for r in results) / 60), 60)
     lines = [
@@ -229,7 +252,10 @@ def write_table(results: list[dict], path: Path, protocol: dict, machine: str) -
         "inference end to end is `inference.json` on that volume (start-up, pre-processing, sliding window, inversion, "
         "writing); network alone is the sliding-window pass over a volume of the same size; peak memory is that "
         "process's resident peak. With several seeds, every figure is the mean over them, and the range is the "
-        f"lowest and highest mean Dice of the runs. {len(results)} runs, {hours} h {minutes:02d} min in all.", "",
+        f"lowest and highest mean Dice of the runs. {len(results)} runs, {hours} h {minutes:02d} min in all."
+        + (f" Network alone and peak memory were re-measured for every entry, one after another on one machine "
+           f"({retimed['machine']}; `--retime`, freshly initialised weights of each entry's sizes), so they compare "
+           "like with like; training and end-to-end times are each run's own, on whichever machine it ran." if retimed else ""), "",
         "| network | attention bundle | mean Dice | seeds | range | " + " | ".join(f"{c} Dice" for c in classes) + " | "
         + " | ".join(f"{c} HD95 mm" for c in classes)
         + " | parameters | GFLOPs (one ROI) | training | inference end to end s | network alone s | peak MB |",
@@ -267,25 +293,25 @@ def _pyplot():
     return plt
 
 
-def plot_tradeoff(results: list[dict], path: Path) -> None:
-    """``docs/leaderboard.png``: mean Dice against end-to-end inference seconds, one marker per
-    entry (the mean over its seeds, a bar over their range), area proportional to its parameters;
-    attention bundles filled, baselines hollow."""
+def plot_tradeoff(results: list[dict], path: Path, retimed: dict | None = None) -> None:
+    """``docs/<task>/leaderboard.png``: mean Dice against the network's sliding-window seconds over
+    the held-out volume (``retimed``'s where given), one marker per entry (the mean over its seeds, a
+    bar over their range), area proportional to its parameters; attention bundles filled, baselines hollow."""
     plt = _pyplot()
     figure, axis = plt.subplots(figsize=(8, 5.5), layout="constrained")
-    rows = aggregate(results)
+    rows = aggregate(results, retimed)
     largest = max(r["params"] for r in rows)
     for row in rows:
         size = 60 + 900 * row["params"] / largest
         style = {"color": "tab:blue"} if row["attention"] else {"facecolors": "none", "edgecolors": "tab:orange"}
         low, high = row["dice_range"]
-        axis.errorbar(row["infer_s"], row["mean_dice"], yerr=[[row["mean_dice"] - low], [high - row["mean_dice"]]],
+        axis.errorbar(row["network_s"], row["mean_dice"], yerr=[[row["mean_dice"] - low], [high - row["mean_dice"]]],
                       fmt="none", ecolor="grey", capsize=3)
-        axis.scatter(row["infer_s"], row["mean_dice"], s=size, alpha=0.7, **style)
-        axis.annotate(row["name"], (row["infer_s"], row["mean_dice"]), textcoords="offset points", xytext=(8, 4), fontsize=8)
-    axis.set_xlabel("CPU inference per volume, end to end (s)")
+        axis.scatter(row["network_s"], row["mean_dice"], s=size, alpha=0.7, **style)
+        axis.annotate(row["name"], (row["network_s"], row["mean_dice"]), textcoords="offset points", xytext=(8, 4), fontsize=8)
+    axis.set_xlabel("CPU seconds of the network's sliding-window pass over the held-out volume")
     axis.set_ylabel("mean foreground Dice (held-out case)")
-    axis.set_title("Dice against inference time (marker area: parameters; hollow: MONAI baselines)")
+    axis.set_title("Dice against network time (marker area: parameters; hollow: MONAI baselines)")
     axis.grid(alpha=0.3)
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=100)
@@ -364,6 +390,9 @@ def main() -> None:
     parser.add_argument("--work_dir", default=str(REPO / "leaderboard_runs" / "mni152"))
     parser.add_argument("--docs_dir", default=str(DOCS / "mni152"), help="where leaderboard.md, leaderboard.png and leaderboard/ go")
     parser.add_argument("--table_only", action="store_true", help="run nothing: the table and plots of the runs measured so far")
+    parser.add_argument("--retime", action="store_true",
+                        help="re-measure every entry's network alone on this machine (runs spread over machines); "
+                             "kept in leaderboard.json until a new run is added")
     args = parser.parse_args()
     docs = Path(args.docs_dir)
     protocol = json.loads(Path(args.protocol).read_text())
@@ -384,8 +413,13 @@ def main() -> None:
             print(f"{name}, seed {seed}: mean Dice {results[-1]['mean_dice']:.3f}, training {results[-1]['train_s']:.0f} s", flush=True)
             results_path.parent.mkdir(parents=True, exist_ok=True)
             results_path.write_text(json.dumps({"protocol": protocol, "results": results}, indent=2))
-    write_table(results, docs / "leaderboard.md", protocol, machine_line())
-    plot_tradeoff(results, docs / "leaderboard.png")
+    retimed = json.loads(results_path.read_text()).get("retimed") if results_path.is_file() else None
+    if args.retime:
+        names = list(dict.fromkeys(row["name"] for row in results))
+        retimed = retime(names, protocol, Path(args.work_dir) / "retime", Path(args.dataset_dir))
+        results_path.write_text(json.dumps({"protocol": protocol, "results": results, "retimed": retimed}, indent=2))
+    write_table(results, docs / "leaderboard.md", protocol, machine_line(), retimed)
+    plot_tradeoff(results, docs / "leaderboard.png", retimed)
     for name in dict.fromkeys(row["name"] for row in results):
         plot_curves(name, [row for row in results if row["name"] == name], docs / "leaderboard" / f"{slug(name)}_dice.png")
     print((docs / "leaderboard.md").read_text())

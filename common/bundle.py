@@ -62,12 +62,17 @@ def read_overrides(path: str | Path | None) -> dict[str, Any]:
     return overrides
 
 
-def load_network(bundle: str | Path, weights: Path, overrides: dict | None = None) -> tuple[torch.nn.Module, list[int]]:
+def load_network(bundle: str | Path, weights: Path | None, overrides: dict | None = None) -> tuple[torch.nn.Module, list[int]]:
     """The network ``inference.json`` of ``bundle`` builds for ``weights`` (the sizes they were
     trained with, and ``overrides``), on the CPU in eval mode, with ``weights`` loaded strictly
     (``weights_only``); and its input shape ``(1, in_channels, *roi_size)``. :class:`InputError`
-    names ``weights`` when they do not fit."""
-    settings = {**(overrides or {}), "device": "cpu", "ckpt_path": str(Path(weights).resolve())}
+    names ``weights`` when they do not fit. ``weights=None`` leaves the network freshly initialised
+    (to time it or count its parameters)."""
+    settings = {**(overrides or {}), "device": "cpu"}
+    if weights is not None:
+        settings["ckpt_path"] = str(Path(weights).resolve())
     parser = bundle_workflow(bundle, "inference.json", "infer", settings).parser
-    network = load_model_weights(parser.get_parsed_content("network_def"), weights)
+    network = parser.get_parsed_content("network_def")
+    if weights is not None:
+        network = load_model_weights(network, weights)
     return network.eval(), [1, parser.get_parsed_content("in_channels"), *parser.get_parsed_content("roi_size")]

@@ -131,3 +131,38 @@ def test_swinunetr_runs_at_the_protocol_roi_rounded_to_its_grid_and_the_table_sa
     leaderboard.write_table(results, tmp_path / "leaderboard.md", protocol, "2026-12-01, x86_64")
     text = (tmp_path / "leaderboard.md").read_text()
     assert "Run at another ROI than the protocol's (the network needs a coarser grid): MONAI SwinUNETR [64, 64, 32]." in text
+
+
+def test_retime_measures_every_entry_again_and_the_table_takes_its_costs(tmp_path: Path) -> None:
+    data = make_dataset(tmp_path / "data")
+    protocol = {"roi_size": [32, 32, 32], "sw_batch_size": 2, "seed": 0}
+    retimed = leaderboard.retime(["attention_unet", "MONAI UNet (residual)"], protocol, tmp_path / "runs", data)
+    assert set(retimed["entries"]) == {"attention_unet", "MONAI UNet (residual)"}
+    assert all(entry["network_s"] > 0 and entry["peak_mb"] > 0 for entry in retimed["entries"].values())
+    results = [fake_row("attention_unet", 0.88, True), fake_row("MONAI UNet (residual)", 0.81, False)]
+    leaderboard.write_table(results, tmp_path / "leaderboard.md", protocol, "2026-12-01, x86_64", retimed)
+    text = (tmp_path / "leaderboard.md").read_text()
+    assert "re-measured for every entry, one after another on one machine" in text
+    ours = retimed["entries"]["attention_unet"]
+    assert f"| {ours['network_s']:.2f} | {ours['peak_mb']:.0f} |" in next(line for line in text.splitlines() if line.startswith("| attention_unet"))
+    leaderboard.plot_tradeoff(results, tmp_path / "leaderboard.png", retimed)
+    assert (tmp_path / "leaderboard.png").read_bytes()[:8] == PNG
+
+
+def test_a_new_run_drops_the_retimed_costs_it_is_not_part_of(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    protocol = {"roi_size": [64, 64, 64], "seed": 0}
+    (tmp_path / "protocol.json").write_text(json.dumps(protocol))
+    (tmp_path / "docs").mkdir()
+    retimed = {"machine": "2026-12-01, x86_64", "entries": {"unetr": {"network_s": 1.0, "peak_mb": 500.0}}}
+    saved = {"protocol": protocol, "results": [fake_row("unetr", 0.9, True)], "retimed": retimed}
+    (tmp_path / "docs" / "leaderboard.json").write_text(json.dumps(saved))
+    monkeypatch.setattr(leaderboard, "run_entry", lambda name, protocol, *args: fake_row(name, 0.8, True, protocol["seed"]))
+    argv = ["leaderboard.py", "--protocol", str(tmp_path / "protocol.json"), "--only", "unetr",
+            "--work_dir", str(tmp_path / "runs"), "--docs_dir", str(tmp_path / "docs")]
+    monkeypatch.setattr(sys, "argv", argv + ["--table_only"])
+    leaderboard.main()
+    assert "re-measured" in (tmp_path / "docs" / "leaderboard.md").read_text()
+    monkeypatch.setattr(sys, "argv", argv + ["--seeds", "1"])
+    leaderboard.main()
+    assert "retimed" not in json.loads((tmp_path / "docs" / "leaderboard.json").read_text())
+    assert "re-measured" not in (tmp_path / "docs" / "leaderboard.md").read_text()
