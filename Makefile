@@ -98,10 +98,12 @@ robustness: install
 # Every bundle and four MONAI baselines under one protocol (about 2 hours a seed on 2 CPU cores):
 # docs/<task>/leaderboard.md, leaderboard.png, leaderboard.json (every run) and leaderboard/. On a GPU:
 # PROTOCOL=bench/leaderboard_gpu.json. SEEDS=0,1,2 trains each entry once per seed; ONLY=a,b limits the
-# entries; a stopped run goes on where it stopped. Any TASK but the brain is planned first, as make demo
-# does (vertebrae_ct: bench/leaderboard_ct.json).
+# entries; a stopped run goes on where it stopped. RETIME=1 then measures every entry's network alone again,
+# one after another on this machine, when the runs were spread over machines. Any TASK but the brain is
+# planned first, as make demo does (vertebrae_ct: bench/leaderboard_ct.json).
 SEEDS ?=
 ONLY ?=
+RETIME ?=
 ON_LEADERBOARD_TASK := --dataset_dir $(DATA_DIR) --work_dir leaderboard_runs/$(TASK) --docs_dir docs/$(TASK)
 ifeq ($(TASK),mni152)
 PROTOCOL ?= bench/leaderboard_cpu.json
@@ -113,7 +115,7 @@ leaderboard: data
 ifneq ($(TASK),mni152)
 	$(PY) -m common plan --dataset_dir $(DATA_DIR) --max_roi_voxels $(DEMO_ROI_VOXELS)
 endif
-	$(PY) bench/leaderboard.py --protocol $(PROTOCOL) $(if $(SEEDS),--seeds $(SEEDS)) $(if $(ONLY),--only "$(ONLY)") $(ON_LEADERBOARD_TASK)
+	$(PY) bench/leaderboard.py --protocol $(PROTOCOL) $(if $(SEEDS),--seeds $(SEEDS)) $(if $(ONLY),--only "$(ONLY)") $(if $(RETIME),--retime) $(ON_LEADERBOARD_TASK)
 
 # MONAI Label, in its own environment (.venv-label, about 8 GB: monailabel needs torchvision, so a
 # CUDA build of torch 2.14.1). `make label` serves every bundle to 3D Slicer; the bundles
