@@ -136,6 +136,18 @@ def isolated_network_facts(*args) -> dict:
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
+def entry_network_facts(entry: dict, weights: str | None, overrides: dict, volume_shape: list[int]) -> dict:
+    """:func:`isolated_network_facts` of ``entry`` at the sizes of its bundle's ``demo.json`` under ``overrides``."""
+    demo = json.loads((BUNDLES / entry["bundle"] / "configs" / "demo.json").read_text())
+    return isolated_network_facts(entry["bundle"], weights, {**demo, **overrides}, volume_shape)
+
+
+def held_out_case(dataset_dir: Path) -> tuple[Path, Path]:
+    """Absolute image and label paths of the first validation case of ``dataset_dir/dataset.json``."""
+    validation = json.loads((dataset_dir / "dataset.json").read_text())["validation"][0]
+    return (dataset_dir / validation["image"]).absolute(), (dataset_dir / validation["label"]).absolute()
+
+
 def validation_curve(runs_dir: Path, tag: str = "val_mean_dice") -> list[tuple[int, float]]:
     """``(epoch, value)`` of ``tag`` from the TensorBoard event files in ``runs_dir``."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -162,8 +174,7 @@ def run_entry(name: str, protocol: dict, work_root: Path, dataset_dir: Path, plo
     overrides = entry_overrides(entry, protocol, work, dataset_dir)
     (work / "protocol.json").write_text(json.dumps(overrides, indent=2))
     (work / "evaluate_paths.json").write_text(json.dumps({"output_dir": str(work / "eval")}))
-    validation = json.loads((dataset_dir / "dataset.json").read_text())["validation"][0]
-    image, label = (dataset_dir / validation["image"]).absolute(), (dataset_dir / validation["label"]).absolute()
+    image, label = held_out_case(dataset_dir)
     scans = work / "scans"
     scans.mkdir(exist_ok=True)
     (scans / image.name).unlink(missing_ok=True)
@@ -177,9 +188,7 @@ def run_entry(name: str, protocol: dict, work_root: Path, dataset_dir: Path, plo
     metrics = json.loads((work / "eval" / "metrics.json").read_text())
     import nibabel
 
-    demo = json.loads((configs / "demo.json").read_text())
-    facts = isolated_network_facts(entry["bundle"], str(work / "models" / "model.pt"), {**demo, **overrides},
-                                   list(nibabel.load(image).shape))
+    facts = entry_network_facts(entry, str(work / "models" / "model.pt"), overrides, list(nibabel.load(image).shape))
     prediction = next((work / "seg").glob("*_seg.nii.gz"))
     curve = validation_curve(work / "runs")
     names = ["background", *metrics["dice"]]
@@ -197,14 +206,11 @@ def retime(names: list[str], protocol: dict, work_root: Path, dataset_dir: Path)
     "peak_mb"}}}``."""
     import nibabel
 
-    validation = json.loads((dataset_dir / "dataset.json").read_text())["validation"][0]
-    shape = list(nibabel.load(dataset_dir / validation["image"]).shape)
+    shape = list(nibabel.load(held_out_case(dataset_dir)[0]).shape)
     entries = {}
     for name in names:
         entry = ENTRIES[name]
-        demo = json.loads((BUNDLES / entry["bundle"] / "configs" / "demo.json").read_text())
-        overrides = entry_overrides(entry, protocol, work_root / slug(name), dataset_dir)
-        facts = isolated_network_facts(entry["bundle"], None, {**demo, **overrides}, shape)
+        facts = entry_network_facts(entry, None, entry_overrides(entry, protocol, work_root / slug(name), dataset_dir), shape)
         entries[name] = {key: facts[key] for key in ("network_s", "peak_mb")}
         print(f"{name}: network alone {facts['network_s']:.2f} s, peak {facts['peak_mb']:.0f} MB (re-timed)", flush=True)
     return {"machine": machine_line(), "entries": entries}
