@@ -72,7 +72,7 @@ class LoadVolumed(LoadImaged):
 class ValidateVolumed(MapTransform):
     """Checks a channel-first image (and its label) right after loading.
 
-    Image: 3 spatial dimensions, ``in_channels`` channels, finite values. Label (when
+    Image: 3 spatial dimensions, ``in_channels`` channels, finite values, not all the same. Label (when
     ``label_key`` is in the data): one channel, the image's spatial shape and affine, integer values
     in ``0 .. num_classes - 1``. Raises :class:`InputError` ``"<file>: <problem>"``.
 
@@ -117,6 +117,9 @@ class ValidateVolumed(MapTransform):
             bad = int((~torch.isfinite(values)).sum())
             if bad:
                 raise InputError(f"{name}: {bad} NaN or infinite intensities")
+        low, high = torch.aminmax(values)
+        if low == high:
+            raise InputError(f"{name}: every voxel is {float(low):g}, a blank image with nothing to segment")
 
     def _check_label(self, label: torch.Tensor, image: torch.Tensor) -> None:
         name = source_name(label)

@@ -76,6 +76,13 @@ def image_has_nan(root: Path) -> Path:
     return path
 
 
+def image_is_blank(root: Path) -> Path:
+    path = root / "imagesTr" / "case0.nii.gz"
+    data, affine = _load(path)
+    write_volume(path, np.zeros_like(data, dtype=np.float32), affine)
+    return path
+
+
 def label_out_of_range(root: Path) -> Path:
     path = root / "labelsTr" / "case0.nii.gz"
     data, affine = _load(path)
@@ -101,6 +108,7 @@ CASES: dict[str, tuple[Callable[[Path], Path], str]] = {
     "2D image": (image_is_2d, "expected a 3D volume, got 2 spatial dimensions"),
     "4D image": (image_has_two_channels, "the network takes 1 channel(s), the image has 2"),
     "NaN intensities": (image_has_nan, "1 NaN or infinite intensities"),
+    "blank image": (image_is_blank, "every voxel is 0, a blank image with nothing to segment"),
     "label outside classes": (label_out_of_range, "label values 7 outside 0..3"),
     "label missing": (label_missing_in_datalist, "item 0 of 'training' has no 'label'"),
 }
