@@ -204,7 +204,7 @@ def segment(
     device: str | None = None,
     checkpoint: str | None = None,
     overrides: str | None = None,
-    backend: str = "auto",
+    backend: str = "torch",
 ) -> str:
     """Segment one scan with one bundle; write ``<name>_seg.nii.gz``, ``<name>_overlay.png`` and
     ``<name>_report.json`` into ``output`` (and ``<name>_seg.dcm``, a DICOM Segmentation, for a
@@ -236,10 +236,12 @@ def segment(
             from them.
         overrides: a JSON file of config keys to change (e.g. ``sw_batch_size``); keys that
             contradict the weights (another spacing, other classes ...) are refused by name.
-        backend: ``torch`` (eager PyTorch), ``onnx`` (ONNX Runtime on the CPU, with the
+        backend: ``torch`` (eager PyTorch, the default), ``onnx`` (ONNX Runtime on the CPU, with the
             ``model.onnx`` that ``python -m common export`` wrote beside the weights and that was
             exported from exactly them), or ``auto``: where ``onnx`` can run, both race on the
-            first four windows and the faster runs the rest (the report gives both times), else ``torch``.
+            first four windows and the faster runs the rest (the report gives both times), else
+            ``torch``. Setting up and timing both costs seconds that a scan of few windows does not
+            win back (README, "What segment costs").
     """
     started = time.perf_counter()
     folder = bundle_folder(bundle)

@@ -336,18 +336,19 @@ def exported(trained: dict[str, Path], tmp_path_factory: pytest.TempPathFactory)
 
 def test_onnx_runtime_gives_the_eager_labels_and_says_so(trained: dict[str, Path], exported: Path, tmp_path: Path) -> None:
     """``onnx`` and ``torch`` label alike; ``auto`` races them (on a scan of several windows) and the
-    report names the faster and both times."""
+    report names the faster and both times; with no ``--backend``, eager PyTorch runs although
+    ``model.onnx`` is there."""
     image = np.asarray(nib.load(trained["scan"]).dataobj)
     wide = write_volume(tmp_path / "wide.nii.gz", np.tile(image, (2, 2, 1)), OBLIQUE)
     labels, reports = {}, {}
-    for backend in ("torch", "onnx", "auto"):
+    for backend in ("torch", "onnx", "auto", "default"):
         args = ["segment", "--bundle", str(BUNDLES / BUNDLE), "--input", str(wide), "--output", str(tmp_path / backend),
-                "--checkpoint", str(exported), "--backend", backend, "--device", "cpu"]
+                "--checkpoint", str(exported), "--device", "cpu"] + ([] if backend == "default" else ["--backend", backend])
         result = cli(*args)
         assert result.returncode == 0, result.stderr[-2000:]
         labels[backend] = np.asarray(nib.load(tmp_path / backend / "wide_seg.nii.gz").dataobj)
         reports[backend] = json.loads((tmp_path / backend / "wide_report.json").read_text())
-    assert reports["torch"]["backend"] == "pytorch"
+    assert reports["torch"]["backend"] == reports["default"]["backend"] == "pytorch"
     assert reports["onnx"]["backend"].startswith("onnxruntime (model.onnx")
     assert re.fullmatch(rf"({re.escape(reports['onnx']['backend'])}|pytorch), the faster per window \(pytorch \d+ ms, onnxruntime \d+ ms\)",
                         reports["auto"]["backend"]), reports["auto"]["backend"]
