@@ -88,6 +88,11 @@ def shifted_scans(folder: Path) -> dict[str, tuple[Path, Path]]:
         reference, _ = _resampled(label.astype(np.float32), affine, spacing, "nearest")
         stem = f"spacing_{int(spacing)}mm"
         found[name] = (_save(folder / f"{stem}.nii.gz", np.where(array > 0.5, array, 0), grid), _save(folder / f"{stem}_label.nii.gz", reference, grid))
+    border = 20  # voxels of 2 mm on every side: the same brain in a field of view planned 80 mm wider
+    grid = affine.copy()
+    grid[:3, 3] -= affine[:3, :3] @ np.full(3, border)
+    found["zero border +40 mm"] = (_save(folder / "wide.nii.gz", np.pad(image, border), grid),
+                                   _save(folder / "wide_label.nii.gz", np.pad(label, border).astype(np.float32), grid))
     return found
 
 

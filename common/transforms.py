@@ -207,9 +207,32 @@ class FillEnclosedBackgroundd(MapTransform):
             filled[0][torch.from_numpy(enclosed).to(filled.device)] = self.value
             d[key] = filled
         return d
+
+
+class BackgroundWhereZerod(MapTransform):
+    """Certain background (probability 1 for class 0, 0 for the others) wherever the pre-processed
+    image is zero in every channel: outside the brain of a brain-extracted scan, whose input
+    contract says it is zero there. A window of nothing but zeros, which the training crops never
+    show the network, then labels nothing, however wide the scan's empty border.
+
+    Args:
+        keys: keys of class probabilities ``(C, d, h, w)`` on the pre-processed image's grid.
+        enabled: ``False`` leaves the probabilities as they are (a CT, whose zero is water).
+        image_key: key of the pre-processed image ``(channels, d, h, w)``.
+    """
+
+    def __init__(self, keys: KeysCollection, enabled: bool, image_key: str = "image") -> None:
+        super().__init__(keys)
+        self.enabled, self.image_key = enabled, image_key
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        if not self.enabled:
+            return d
+        outside = (torch.as_tensor(d[self.image_key]) == 0).all(dim=0)
         for key in self.key_iterator(d):
-            labels = d[key]
-            foreground = torch.as_tensor(labels) > 0
-            enclosed = torch.as_tensor(FillHoles()(foreground.to(torch.uint8))).bool() & ~foreground
-            d[key] = torch.where(enclosed, torch.as_tensor(self.value, dtype=labels.dtype), labels)
+            probabilities = d[key].clone()
+            probabilities[:, outside.to(probabilities.device)] = 0
+            probabilities[0, outside.to(probabilities.device)] = 1
+            d[key] = probabilities
         return d

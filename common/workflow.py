@@ -26,7 +26,7 @@ from common.errors import InputError
 from common.intensity import LocalRatioNormalized
 from common.inversion import LabelOnInputGridd
 from common.io import AtomicNibabelWriter
-from common.transforms import FillEnclosedBackgroundd
+from common.transforms import BackgroundWhereZerod, FillEnclosedBackgroundd
 
 # Each mode and what it does, its keys in braces (a model card's ``image_classes`` fills them in).
 NORMALIZATIONS = {
@@ -72,27 +72,32 @@ def describe_normalization(normalization: Mapping[str, Any]) -> str:
     return NORMALIZATIONS[normalization["mode"]].format(**normalization)
 
 
-def one_hot_outputs(num_classes: int, enclosed_background_class: int | None = None, on_input_grid: bool = False) -> Compose:
-    """Logits ``pred`` to its arg-max (enclosed background relabelled, see
+def one_hot_outputs(num_classes: int, enclosed_background_class: int | None = None, on_input_grid: bool = False,
+                    zero_is_background: bool = False) -> Compose:
+    """Logits ``pred`` to its arg-max (background where the image is zero when ``zero_is_background``,
+    see :class:`common.transforms.BackgroundWhereZerod`; enclosed background relabelled, see
     :class:`common.transforms.FillEnclosedBackgroundd`), then ``pred`` and ``label`` to one-hot, for
     Dice and HD95. ``on_input_grid``: the arg-max is taken on the image's own grid, where the label
     stayed (``resampled_keys`` ``["image"]`` in ``evaluate.json``; :class:`common.inversion.LabelOnInputGridd`)."""
     to_label = [LabelOnInputGridd("pred")] if on_input_grid else [AsDiscreted("pred", argmax=True)]
     return Compose([
         Activationsd("pred", softmax=True),
+        BackgroundWhereZerod("pred", zero_is_background),
         *to_label,
         FillEnclosedBackgroundd("pred", enclosed_background_class),
         AsDiscreted(["pred", "label"], to_onehot=num_classes),
     ])
 
 
-def write_segmentation(output_dir: str, enclosed_background_class: int | None = None) -> Compose:
-    """Logits ``pred`` to a label volume on the input's own grid and affine (probabilities resampled
-    and arg-maxed slab by slab, :class:`common.inversion.LabelOnInputGridd`; then enclosed background
-    relabelled, see :class:`common.transforms.FillEnclosedBackgroundd`), written atomically as
-    ``<input>_seg.nii.gz`` (uint8)."""
+def write_segmentation(output_dir: str, enclosed_background_class: int | None = None, zero_is_background: bool = False) -> Compose:
+    """Logits ``pred`` to a label volume on the input's own grid and affine (background where the
+    image is zero when ``zero_is_background``, see :class:`common.transforms.BackgroundWhereZerod`;
+    probabilities resampled and arg-maxed slab by slab, :class:`common.inversion.LabelOnInputGridd`;
+    then enclosed background relabelled, see :class:`common.transforms.FillEnclosedBackgroundd`),
+    written atomically as ``<input>_seg.nii.gz`` (uint8)."""
     return Compose([
         Activationsd("pred", softmax=True),
+        BackgroundWhereZerod("pred", zero_is_background),
         LabelOnInputGridd("pred"),
         FillEnclosedBackgroundd("pred", enclosed_background_class),
         SaveImaged(

@@ -17,7 +17,7 @@ from monai.transforms import Activationsd, AsDiscreted, Compose, FillHoles, Inve
 from common.errors import InputError
 from common.inversion import LabelOnInputGridd
 from common.onnx_network import FasterBackend
-from common.transforms import FillEnclosedBackgroundd, LoadVolumed
+from common.transforms import BackgroundWhereZerod, FillEnclosedBackgroundd, LoadVolumed
 from conftest import loading_chain
 
 MRI = {"mode": "percentile", "lower": 0.5, "upper": 99.5}
@@ -84,6 +84,19 @@ def test_enclosed_background_is_what_fill_holes_finds() -> None:
     filled = FillEnclosedBackgroundd("pred", 1)({"pred": labels.clone()})["pred"]
     assert torch.equal(filled, expected) and bool(enclosed[0, 8:12, 8:12, 8:12].all()) and not bool(enclosed[0, 0:2].any())
     assert torch.equal(labels[0, 8:12, 8:12, 8:12], torch.zeros(4, 4, 4, dtype=torch.uint8))  # the input is not changed
+
+
+def test_where_a_brain_extracted_image_is_zero_the_label_is_background() -> None:
+    """Every channel zero: background for certain, the probabilities there one-hot; a voxel zero in
+    one channel only, and every other voxel, keeps its probabilities; switched off, nothing moves."""
+    image = torch.rand(2, 12, 10, 8) + 0.1
+    image[:, :3] = 0  # outside the brain
+    image[0, 6, 5, 4] = 0  # one channel only
+    probabilities = torch.softmax(torch.randn(4, 12, 10, 8), dim=0)
+    masked = BackgroundWhereZerod("pred", True)({"image": image, "pred": probabilities})["pred"]
+    assert torch.equal(masked[:, :3], torch.eye(4)[0].view(4, 1, 1, 1).expand(4, 3, 10, 8))
+    assert torch.equal(masked[:, 3:], probabilities[:, 3:]) and not torch.equal(probabilities[:, :3], masked[:, :3])
+    assert BackgroundWhereZerod("pred", False)({"image": image, "pred": probabilities})["pred"] is probabilities
 
 
 @pytest.mark.parametrize("case", ["float32", "scaled int16, 4D", "big-endian", "uncompressed"])
