@@ -92,7 +92,7 @@ def shifted_scans(folder: Path) -> dict[str, tuple[Path, Path]]:
     grid = affine.copy()
     grid[:3, 3] -= affine[:3, :3] @ np.full(3, border)
     found["zero border +40 mm"] = (_save(folder / "wide.nii.gz", np.pad(image, border), grid),
-                                   _save(folder / "wide_label.nii.gz", np.pad(label, border).astype(np.float32), grid))
+                                   _save(folder / "wide_label.nii.gz", np.pad(label, border), grid))
     return found
 
 

@@ -232,7 +232,8 @@ class BackgroundWhereZerod(MapTransform):
         outside = (torch.as_tensor(d[self.image_key]) == 0).all(dim=0)
         for key in self.key_iterator(d):
             probabilities = d[key].clone()
-            probabilities[:, outside.to(probabilities.device)] = 0
-            probabilities[0, outside.to(probabilities.device)] = 1
+            where = outside.to(probabilities.device)
+            probabilities[:, where] = 0
+            probabilities[0, where] = 1
             d[key] = probabilities
         return d
