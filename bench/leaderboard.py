@@ -37,6 +37,9 @@ import sys
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from collection import BUNDLES as COLLECTION  # noqa: E402
+
 REPO = Path(__file__).resolve().parent.parent
 BUNDLES = REPO / "bundles"
 DOCS = REPO / "docs"
@@ -66,9 +69,8 @@ BASELINES = {
 # its five patch-merging stages) runs at the protocol's ROI rounded down to that multiple on each axis
 # (at least one multiple), and the table says so.
 ROI_MULTIPLE = {"MONAI SwinUNETR": 32}
-BUNDLE_NAMES = ("unetr", "attention_unet", "nonlocal_unet", "ann_net", "mt_unet", "msga_net")
 ENTRIES: dict[str, dict] = {
-    **{name: {"bundle": name, "network_def": None} for name in BUNDLE_NAMES},
+    **{name: {"bundle": name, "network_def": None} for name in COLLECTION},
     **{name: {"bundle": BASELINE_CONFIGS, "network_def": net, "roi_multiple": ROI_MULTIPLE.get(name, 1)}
        for name, net in BASELINES.items()},
 }

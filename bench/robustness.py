@@ -29,10 +29,10 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from common.bundle import bundle_workflow  # noqa: E402
-from common.demo_data import _load_resampled, tissue_labels  # noqa: E402
+from common.cli.prepare_data import _load_resampled, tissue_labels  # noqa: E402
+from collection import BUNDLES  # noqa: E402
 from segment_cost import listed  # noqa: E402
 
-BUNDLES = ["unetr", "attention_unet", "nonlocal_unet", "mt_unet", "msga_net", "ann_net"]
 DATA = REPO / "data" / "mni152"
 SCAN, LABEL = DATA / "imagesTr" / "mni152_right.nii.gz", DATA / "labelsTr" / "mni152_right.nii.gz"
 
@@ -106,7 +106,9 @@ def segment(bundle: str, weights: Path, scan: Path, output: Path, fill_enclosed:
     enclosed by the brain as predicted (the post-processing step alone, the weights' settings stay)."""
     overrides = {"ckpt_path": weights, "dataset#data": [{"image": scan}], "output_dir": output, "num_workers": 0, "device": "cpu"}
     if not fill_enclosed:
-        overrides["postprocessing#enclosed_background_class"] = None
+        chain = json.loads((REPO / "bundles" / bundle / "configs" / "inference.json").read_text())["postprocessing"]["transforms"]
+        fill = next(i for i, step in enumerate(chain) if step["_target_"].endswith(".FillEnclosedBackgroundd"))
+        overrides[f"postprocessing#transforms#{fill}#_disabled_"] = True
     workflow = bundle_workflow(REPO / "bundles" / bundle, "inference.json", "infer", overrides)
     workflow.initialize()
     workflow.run()

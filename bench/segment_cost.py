@@ -22,9 +22,10 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
+from collection import BUNDLES
+
 REPO = Path(__file__).resolve().parent.parent
-BUNDLES = ["unetr", "attention_unet", "nonlocal_unet", "mt_unet", "msga_net", "ann_net"]
-IMPORTS = "import time; t = time.perf_counter(); import common.segment; print(time.perf_counter() - t)"
+IMPORTS = "import time; t = time.perf_counter(); import common.cli.segment; print(time.perf_counter() - t)"
 
 
 def brains(folder: Path) -> dict[str, Path]:
@@ -32,7 +33,7 @@ def brains(folder: Path) -> dict[str, Path]:
     from monai.data import MetaTensor
     from monai.transforms import Spacing
 
-    from common.demo_data import _TEMPLATE, package_dir
+    from common.cli.prepare_data import _TEMPLATE, package_dir
 
     template = nib.load(package_dir("nilearn", "the brain template") / "datasets" / "data" / _TEMPLATE.format("t1"))
     volume = np.asarray(template.dataobj, dtype=np.float32)
@@ -99,7 +100,7 @@ def main(bundles: str = ",".join(BUNDLES), repeats: int = 3, backends: str = "to
                 rows.append(row)
                 print(" | ".join(row), flush=True)
     print(f"\nsegment, median of {repeats} runs, 2 CPU cores; brain {shapes} voxels; "
-          f"start-up (import common.segment: torch, MONAI, ignite) {imports:.1f} s of each run\n")
+          f"start-up (import common.cli.segment: torch, MONAI, ignite) {imports:.1f} s of each run\n")
     print("| bundle | backend | 1 mm wall | 1 mm peak | 0.5 mm wall | 0.5 mm peak | peak 0.5 mm / 1 mm |")
     print("| --- | --- | --- | --- | --- | --- | --- |")
     for row in rows:

@@ -13,13 +13,13 @@ import fire
 from common.errors import report_input_errors_briefly
 
 COMMANDS = {  # command: (module, function)
-    "segment": ("common.segment", "segment"),
-    "plan": ("common.plan", "plan"),
-    "package": ("common.package", "package"),
-    "verify": ("common.verify", "verify"),
-    "unpack": ("common.verify", "unpack"),
-    "export": ("common.export", "export"),
-    "prepare_data": ("common.demo_data", "prepare_data"),
+    "segment": ("common.cli.segment", "segment"),
+    "plan": ("common.cli.plan", "plan"),
+    "package": ("common.cli.package", "package"),
+    "verify": ("common.cli.verify", "verify"),
+    "unpack": ("common.cli.verify", "unpack"),
+    "export": ("common.cli.export", "export"),
+    "prepare_data": ("common.cli.prepare_data", "prepare_data"),
 }
 
 

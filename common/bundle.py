@@ -10,7 +10,7 @@ from typing import Any
 import torch
 from monai.bundle import ConfigWorkflow
 
-from common.checkpoints import load_model_weights
+from common.workflow.checkpoints import load_model_weights
 from common.errors import InputError, first_line
 
 

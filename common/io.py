@@ -4,16 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 import os
 import tempfile
 from pathlib import Path
 from typing import Any
 
-from monai.config import PathLike
-from monai.data import NibabelWriter
-
-logger = logging.getLogger(__name__)
+from common.surface import lazy_getattr
 
 
 def _staging_path(final: Path) -> Path:
@@ -29,7 +25,7 @@ def _staging_path(final: Path) -> Path:
     return Path(name)
 
 
-def write_atomically(final: PathLike, write: Any) -> None:
+def write_atomically(final: str | os.PathLike, write: Any) -> None:
     """Call ``write(staging_path)`` then rename the staging file to ``final``; on failure remove it."""
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
@@ -42,7 +38,7 @@ def write_atomically(final: PathLike, write: Any) -> None:
         raise
 
 
-def file_sha256(path: PathLike) -> str:
+def file_sha256(path: str | os.PathLike) -> str:
     """SHA-256 hex digest of a file, read in 1 MiB blocks."""
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
@@ -51,18 +47,9 @@ def file_sha256(path: PathLike) -> str:
     return digest.hexdigest()
 
 
-def write_json(final: PathLike, content: Any) -> None:
+def write_json(final: str | os.PathLike, content: Any) -> None:
     """Write ``content`` as indented JSON to ``final``, atomically."""
     write_atomically(final, lambda path: Path(path).write_text(json.dumps(content, indent=2) + "\n"))
 
 
-class AtomicNibabelWriter(NibabelWriter):
-    """:class:`monai.data.NibabelWriter` that writes to a hidden temporary file, then renames it.
-
-    Use as ``SaveImaged(writer=AtomicNibabelWriter, ...)``.
-    """
-
-    def write(self, filename: PathLike, verbose: bool = False, **obj_kwargs: Any) -> None:
-        write_atomically(filename, lambda path: super(AtomicNibabelWriter, self).write(path, False, **obj_kwargs))
-        if verbose:
-            logger.info(f"wrote {filename}")
+__getattr__ = lazy_getattr(__name__)  # names of earlier versions (common.surface)

@@ -46,8 +46,8 @@ from monailabel.tasks.infer.bundle import BundleInferTask
 from monailabel.tasks.train.bundle import BundleTrainTask
 
 from common.bundle import read_overrides
-from common.checkpoints import load_model_weights, trained_settings
-from common.dicomweb import checked_url
+from common.workflow.checkpoints import load_model_weights, trained_settings
+from common.cli.dicomweb import checked_url
 from common.errors import InputError
 
 logger = logging.getLogger(__name__)
@@ -137,7 +137,7 @@ class StrictBundleInferTask(BundleInferTask):
 class StrictBundleTrainTask(BundleTrainTask):
     """:class:`BundleTrainTask` of one bundle with config ``overrides``, strict loading of the weights
     it starts from, and the settings of the bundle's weights. ``models/model.pt`` is rewritten only
-    when the round beats those weights on its validation studies (:class:`common.checkpoints.BestWeights`).
+    when the round beats those weights on its validation studies (:class:`common.workflow.checkpoints.BestWeights`).
 
     Args:
         path: the bundle folder.
@@ -165,7 +165,7 @@ class StrictBundleTrainTask(BundleTrainTask):
     def _load_checkpoint(self, model_pytorch: str, pretrained: bool, train_handlers: list) -> None:
         if pretrained and os.path.exists(model_pytorch):
             train_handlers.insert(0, {
-                "_target_": "common.checkpoints.StrictCheckpointLoader", "load_path": model_pytorch,
+                "_target_": "common.workflow.checkpoints.StrictCheckpointLoader", "load_path": model_pytorch,
                 "load_dict": {"model": "@network"}, "expected": "@trained_with", "map_location": "@device",
             })
 

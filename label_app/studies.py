@@ -13,7 +13,7 @@ from pathlib import Path
 
 import fire
 
-from common.data import describe_dataset
+from common.workflow.data import describe_dataset
 from common.errors import InputError
 
 

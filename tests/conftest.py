@@ -108,14 +108,16 @@ def subprocess_env() -> dict[str, str]:
     return {**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1", "PYTHONDONTWRITEBYTECODE": "1"}
 
 
-def loading_chain(config: str = "train.json", **settings) -> list:
-    """The ``load_transforms`` chain of ``unetr``'s ``config`` (the same in every bundle), parsed with
-    ``settings`` (``in_channels``, ``num_classes``, ``spacing``, ``normalization`` ...) overriding it."""
+def parsed_chain(key: str = "load_transforms", config: str = "train.json", **settings) -> list:
+    """The transform chain at ``key`` of ``unetr``'s ``config`` (the same in every bundle), parsed with
+    ``settings`` (``in_channels``, ``normalization``, ``augmentation`` ...) overriding it, as a list;
+    entries a setting disables are left out, as MONAI leaves them out."""
     from monai.bundle import ConfigParser
 
     parser = ConfigParser(json.loads((BUNDLES / "unetr" / "configs" / config).read_text()))
-    parser.update({"trained": {}, **settings})
-    return parser.get_parsed_content("load_transforms")
+    parser.update({"trained": {}, "output_dir": "unused", **settings})
+    chain = parser.get_parsed_content(key)
+    return list(getattr(chain, "transforms", chain))
 
 
 def run_bundle(

@@ -1,4 +1,5 @@
-"""The shared training augmentation: nnU-Net's policy from MONAI transforms, one config key."""
+"""The shared training augmentation: nnU-Net's policy as MONAI transforms listed in ``train.json``
+(``train#augmentations``), every probability and range read from one config key."""
 
 from __future__ import annotations
 
@@ -11,9 +12,14 @@ import torch
 from monai.transforms import Compose
 from monai.utils import set_determinism
 
-from common.augmentation import DEFAULT_POLICY, augmentations, rotation_range
-from common.errors import InputError
-from conftest import BUNDLE_NAMES, BUNDLES
+from common.errors import find_input_error
+from common.transforms.augmentation import DEFAULT_POLICY, rotation_range
+from conftest import BUNDLE_NAMES, BUNDLES, parsed_chain
+
+
+def augmentations(policy, roi_size: list[int]) -> list:
+    """The transforms ``train#augmentations`` of the bundles' ``train.json`` gives for ``policy``."""
+    return parsed_chain("train#augmentations", augmentation=policy, roi_size=roi_size)
 
 
 def test_every_bundle_trains_with_the_same_policy_by_default() -> None:
@@ -32,8 +38,9 @@ def test_none_switches_it_off_and_a_zero_probability_drops_a_transform() -> None
 def test_a_misspelt_key_is_refused_by_name() -> None:
     policy = {**DEFAULT_POLICY, "rotate_deg": 15}
     del policy["rotate_degrees"]
-    with pytest.raises(InputError, match=r"unknown keys \['rotate_deg'\], missing keys \['rotate_degrees'\]"):
+    with pytest.raises(Exception) as raised:
         augmentations(policy, [32, 32, 32])
+    assert "unknown keys ['rotate_deg'], missing keys ['rotate_degrees']" in str(find_input_error(raised.value))
 
 
 def test_thin_patches_rotate_in_plane_only() -> None:

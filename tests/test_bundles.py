@@ -244,7 +244,7 @@ def test_msga_net_logs_its_loss_terms(trained: tuple[str, Path]) -> None:
 
 def test_msga_loss_decreases_over_a_few_steps() -> None:
     """Every term of the combined loss is finite, and the total goes down on a learnable toy task."""
-    from common.losses import GuidedAttentionLoss
+    from common.workflow.losses import GuidedAttentionLoss
     from common.networks import MSGANet
 
     torch.manual_seed(0)

@@ -1,4 +1,5 @@
-"""The bundles' configs are generated from ``configs/shared`` and ``configs/networks`` (``make configs``)."""
+"""The bundles' configs, ``metadata.json`` and model cards are generated from ``configs/shared``,
+``configs/networks`` and ``CHANGELOG.md`` (``make configs``)."""
 
 from __future__ import annotations
 
@@ -25,7 +26,8 @@ def generator(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     module = load_generator()
     shutil.copytree(module.SHARED, tmp_path / "shared")
     for bundle in BUNDLE_NAMES:
-        shutil.copytree(module.BUNDLES / bundle / "configs", tmp_path / "bundles" / bundle / "configs")
+        for part in ("configs", "docs"):
+            shutil.copytree(module.BUNDLES / bundle / part, tmp_path / "bundles" / bundle / part)
     monkeypatch.setattr(module, "SHARED", tmp_path / "shared")
     monkeypatch.setattr(module, "BUNDLES", tmp_path / "bundles")
     return module
@@ -52,7 +54,7 @@ def test_class_names_are_written_once(generator) -> None:
     template.write_text(json.dumps(config))
     for bundle in BUNDLE_NAMES:
         files = {name: content for name, content in generator.bundle_files(bundle).items() if name.endswith(".json")}
-        train, inference, metadata = (json.loads(files[n]) for n in ("train.json", "inference.json", "metadata.json"))
+        train, inference, metadata = (json.loads(files[n]) for n in ("configs/train.json", "configs/inference.json", "configs/metadata.json"))
         assert train["class_names"] == ["background", "liver", "tumour"]
         assert inference["class_names"] == "$@trained.get('class_names', ['background', 'liver', 'tumour'])"
         assert metadata["network_data_format"]["outputs"]["pred"]["channel_def"] == {"0": "background", "1": "liver", "2": "tumour"}
@@ -66,3 +68,19 @@ def test_a_placeholder_left_in_a_template_is_refused(generator) -> None:
     template.write_text(json.dumps(config))
     with pytest.raises(ValueError, match=r"demo.json: template placeholders left at \['val_interval'\]"):
         generator.bundle_files("unetr")
+
+
+def test_metadata_and_model_cards_are_written_from_sources_only(generator) -> None:
+    """Nothing under ``bundles/`` is read back: with every generated file gone, the generator writes
+    the same files."""
+    expected = dict(generator.generated_files())
+    for path in expected:
+        path.unlink()
+    assert dict(generator.generated_files()) == expected
+
+
+def test_the_changelog_gives_each_bundle_its_own_entries() -> None:
+    generator = load_generator()
+    text = "# Changelog\n\n## 0.2.0 (today)\n\n- shared change\n- `msga_net`: its own change\n\nFigures.\n\n- not an entry\n\n## 0.1.0 (before)\n\n- first\n"
+    assert generator.changelog("msga_net", text) == {"0.2.0": "shared change; its own change", "0.1.0": "first"}
+    assert generator.changelog("unetr", text) == {"0.2.0": "shared change", "0.1.0": "first"}

@@ -9,7 +9,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from common.demo_data import build_mni152_dataset, tissue_labels
+from common.cli.prepare_data import build_mni152_dataset, tissue_labels
 
 
 @pytest.fixture(scope="module")

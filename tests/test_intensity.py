@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 import torch
 from monai.data import MetaTensor
-from monai.transforms import RandBiasField
+from monai.transforms import RandBiasField, ScaleIntensityRanged, ScaleIntensityRangePercentilesd
 from scipy import ndimage
 
-from common.errors import InputError
-from common.intensity import GAUSSIAN_TRUNCATION, LocalRatioNormalized, local_ratio
-from common.workflow import intensity_normalization
+from common.errors import InputError, find_input_error
+from common.transforms.intensity import GAUSSIAN_TRUNCATION, LocalRatioNormalized, local_ratio, normalization_mode
+from conftest import parsed_chain
 
 SPACING = (2.0, 1.5, 3.0)
 
@@ -64,13 +64,26 @@ def test_the_transform_keeps_the_metadata_and_reads_the_voxel_size() -> None:
 
 
 def test_the_config_chooses_it_and_a_missing_sigma_is_named() -> None:
-    assert isinstance(intensity_normalization({"mode": "local_ratio", "sigma_mm": 20}), LocalRatioNormalized)
-    with pytest.raises(InputError, match="sigma_mm"):
-        intensity_normalization({"mode": "local_ratio"})
+    """The loading chain lists every mode's transforms; ``normalization`` enables one of them."""
+    normalizers = {LocalRatioNormalized, ScaleIntensityRangePercentilesd, ScaleIntensityRanged}
+    chosen = lambda normalization: [type(t) for t in parsed_chain(normalization=normalization) if type(t) in normalizers]
+    assert chosen({"mode": "local_ratio", "sigma_mm": 20}) == [LocalRatioNormalized]
+    assert chosen({"mode": "percentile", "lower": 0.5, "upper": 99.5}) == [ScaleIntensityRangePercentilesd]
+    ct = {"mode": "ct", "clip": [-100.0, 900.0], "mean": 200.0, "std": 150.0}
+    assert chosen(ct) == [ScaleIntensityRanged]
+    window = next(t for t in parsed_chain(normalization=ct) if isinstance(t, ScaleIntensityRanged))
+    hounsfield = torch.tensor([[-1000.0, -100.0, 200.0, 650.0, 900.0, 3000.0]])
+    expected = (hounsfield.clamp(-100.0, 900.0) - 200.0) / 150.0  # clipped, then z-scored
+    torch.testing.assert_close(torch.as_tensor(window({"image": hounsfield})["image"]), expected)
+    with pytest.raises(Exception) as raised:
+        parsed_chain(normalization={"mode": "local_ratio"})
+    assert "sigma_mm" in str(find_input_error(raised.value))
+    with pytest.raises(InputError, match="unknown mode 'zscore'"):
+        normalization_mode({"mode": "zscore"})
 
 
 def test_a_non_positive_sigma_and_an_image_without_voxel_size_are_refused() -> None:
     with pytest.raises(InputError, match="sigma_mm must be positive, got 0.0"):
-        intensity_normalization({"mode": "local_ratio", "sigma_mm": 0})
+        normalization_mode({"mode": "local_ratio", "sigma_mm": 0})
     with pytest.raises(TypeError, match="image: needs a MetaTensor"):
         LocalRatioNormalized("image", 10.0)({"image": torch.ones(1, 4, 4, 4)})

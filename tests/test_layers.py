@@ -9,6 +9,7 @@ from monai.networks.nets import UNETR as MonaiUNETR
 
 from common.layers import MultiHeadSelfAttention, TransformerBlock
 from common.networks import UNETR
+from conftest import parsed_chain
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
@@ -103,7 +104,7 @@ def test_unetr_traces() -> None:
 def test_enclosed_background_becomes_the_given_class_and_open_background_stays() -> None:
     from monai.data import MetaTensor
 
-    from common.transforms import FillEnclosedBackgroundd
+    from common.transforms.postprocessing import FillEnclosedBackgroundd
 
     labels = MetaTensor(torch.zeros(1, 12, 12, 12), affine=torch.diag(torch.tensor([2.0, 2.0, 2.0, 1.0])))
     labels[0, 2:10, 2:10, 2:10] = 3  # white matter
@@ -113,4 +114,6 @@ def test_enclosed_background_becomes_the_given_class_and_open_background_stays()
     assert torch.equal(filled[0, 4:6, 4:6, 4:6], torch.ones(2, 2, 2))
     assert torch.equal(filled[0, 2:4, 7:9, 0:12], torch.zeros(2, 2, 12)) and filled[0, 0, 0, 0] == 0
     assert torch.equal(filled.affine, labels.affine)
-    assert torch.equal(FillEnclosedBackgroundd("pred", None)({"pred": labels})["pred"], labels)
+    for config, key in (("train.json", "validate#postprocessing"), ("inference.json", "postprocessing")):
+        assert FillEnclosedBackgroundd in [type(t) for t in parsed_chain(key, config)]
+        assert FillEnclosedBackgroundd not in [type(t) for t in parsed_chain(key, config, enclosed_background_class=None)]

@@ -15,10 +15,11 @@ from monai.data import MetaTensor
 from monai.transforms import Activationsd, AsDiscreted, Compose, FillHoles, Invertd
 
 from common.errors import InputError
-from common.inversion import LabelOnInputGridd
-from common.onnx_network import FasterBackend
-from common.transforms import BackgroundWhereZerod, FillEnclosedBackgroundd, LoadVolumed
-from conftest import loading_chain
+from common.transforms.inversion import LabelOnInputGridd
+from common.cli.onnx_network import FasterBackend
+from common.transforms.loading import LoadVolumed
+from common.transforms.postprocessing import BackgroundWhereZerod, FillEnclosedBackgroundd
+from conftest import parsed_chain
 
 MRI = {"mode": "percentile", "lower": 0.5, "upper": 99.5}
 
@@ -45,7 +46,7 @@ def preprocessed(tmp_path: Path, shape: tuple[int, ...], affine: np.ndarray, spa
     volume[2:-2, 2:-2, 2:-2] = rng.rand(*[n - 4 for n in shape]) + 1
     path = tmp_path / "image.nii.gz"
     nib.save(nib.Nifti1Image(volume, affine), path)
-    preprocessing = Compose(loading_chain("inference.json", spacing=spacing, normalization=MRI, input_contract=None))
+    preprocessing = Compose(parsed_chain("load_transforms", "inference.json", spacing=spacing, normalization=MRI, input_contract=None))
     image = preprocessing({"image": path})["image"]
     coarse = torch.randn(1, 4, *[max(2, n // 4) for n in image.shape[1:]], generator=torch.Generator().manual_seed(1))
     logits = 3 * torch.nn.functional.interpolate(coarse, size=image.shape[1:], mode="trilinear")[0]
@@ -88,15 +89,18 @@ def test_enclosed_background_is_what_fill_holes_finds() -> None:
 
 def test_where_a_brain_extracted_image_is_zero_the_label_is_background() -> None:
     """Every channel zero: background for certain, the probabilities there one-hot; a voxel zero in
-    one channel only, and every other voxel, keeps its probabilities; switched off, nothing moves."""
+    one channel only, and every other voxel, keeps its probabilities. The configs run it where the
+    weights carry an input contract (brain-extracted scans), and not for CT (no contract)."""
     image = torch.rand(2, 12, 10, 8) + 0.1
     image[:, :3] = 0  # outside the brain
     image[0, 6, 5, 4] = 0  # one channel only
     probabilities = torch.softmax(torch.randn(4, 12, 10, 8), dim=0)
-    masked = BackgroundWhereZerod("pred", True)({"image": image, "pred": probabilities})["pred"]
+    masked = BackgroundWhereZerod("pred")({"image": image, "pred": probabilities})["pred"]
     assert torch.equal(masked[:, :3], torch.eye(4)[0].view(4, 1, 1, 1).expand(4, 3, 10, 8))
     assert torch.equal(masked[:, 3:], probabilities[:, 3:]) and not torch.equal(probabilities[:, :3], masked[:, :3])
-    assert BackgroundWhereZerod("pred", False)({"image": image, "pred": probabilities})["pred"] is probabilities
+    for config, key in (("train.json", "validate#postprocessing"), ("inference.json", "postprocessing")):
+        assert BackgroundWhereZerod in [type(t) for t in parsed_chain(key, config)]
+        assert BackgroundWhereZerod not in [type(t) for t in parsed_chain(key, config, input_contract=None)]
 
 
 @pytest.mark.parametrize("case", ["float32", "scaled int16, 4D", "big-endian", "uncompressed"])

@@ -14,11 +14,11 @@ import pytest
 from monai.data import create_test_image_3d
 from monai.transforms import Compose
 
-from common.augmentation import DEFAULT_POLICY
-from common.data import describe_dataset, kfold_splits, load_datalist
+from common.transforms.augmentation import DEFAULT_POLICY
+from common.workflow.data import describe_dataset, kfold_splits, load_datalist
 from common.errors import InputError
-from common.plan import make_plan, roi_for, target_spacing
-from conftest import REPO_ROOT, loading_chain, make_dataset, write_volume
+from common.cli.plan import make_plan, roi_for, target_spacing
+from conftest import REPO_ROOT, make_dataset, parsed_chain, write_volume
 
 # nnU-Net's shrinking rule on a 300 x 300 x 40 median shape: z first (48 covers 1.2x its 40), then x and
 # y in turn while they cover most, then z again
@@ -106,7 +106,7 @@ def test_nnunet_layout_reads_one_file_per_channel(tmp_path: Path) -> None:
     assert dataset.class_names == ["background", "zone a", "zone b", "zone c"]
     items = load_datalist(root / "dataset.json", "training", root)
     assert all(isinstance(i["image"], list) and len(i["image"]) == 2 for i in items)
-    loaded = Compose(loading_chain(in_channels=2, num_classes=4, spacing=[1.0, 1.0, 1.0], input_contract=None))(items[0])
+    loaded = Compose(parsed_chain(in_channels=2, num_classes=4, spacing=[1.0, 1.0, 1.0], input_contract=None))(items[0])
     assert loaded["image"].shape[0] == 2 and loaded["label"].shape[0] == 1
     (root / "imagesTr" / "prostate_01_0001.nii.gz").unlink()
     with pytest.raises(InputError, match=r"prostate_01_0001.nii.gz: file not found \(channel 1 of case 'prostate_01'"):
@@ -118,7 +118,7 @@ def test_four_dimensional_image_is_a_multi_channel_input(tmp_path: Path) -> None
     image, label = synthetic_case(0)
     path = write_volume(tmp_path / "imagesTr" / "brats.nii.gz", np.stack([image, 2 * image, 3 * image], axis=-1))
     write_volume(tmp_path / "labelsTr" / "brats.nii.gz", label)
-    loaded = Compose(loading_chain(in_channels=3, num_classes=4, spacing=[1.0, 1.0, 1.0], input_contract=None))(
+    loaded = Compose(parsed_chain(in_channels=3, num_classes=4, spacing=[1.0, 1.0, 1.0], input_contract=None))(
         {"image": str(path), "label": str(tmp_path / "labelsTr" / "brats.nii.gz")})
     assert loaded["image"].shape == (3, 24, 24, 24)
 

@@ -99,7 +99,7 @@ def test_segment_pulls_over_dicomweb_and_stores_a_seg_that_matches_its_nifti(pac
     import highdicom as hd
     import pydicom
 
-    from common.dicom_seg import slice_labels
+    from common.cli.dicom_seg import slice_labels
 
     study = pydicom.uid.generate_uid()
     series = write_dicom_series(tmp_path / "series", series_volume(trained), spacing=(1.5, 1.5, 2.5), study_uid=study)

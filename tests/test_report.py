@@ -12,7 +12,7 @@ from monai.data import MetaTensor
 from monai.handlers import MeanDice, from_engine
 from monai.metrics import compute_dice
 
-from common.report import SegmentationReport
+from common.workflow.report import SegmentationReport
 
 NAMES = ["background", "liver", "tumour"]
 

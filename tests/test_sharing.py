@@ -275,7 +275,7 @@ def test_two_series_of_one_folder_never_share_outputs(trained: dict[str, Path], 
     assert names == sorted(f"study_{uid}_{kind}" for uid in (first, second) for kind in ("overlay.png", "report.json", "seg.dcm", "seg.nii.gz"))
     report = json.loads((tmp_path / "out" / f"study_{first}_report.json").read_text())
     slices = sorted((tmp_path / "study" / "a").glob("*.dcm"))
-    from common.scan import Scan
+    from common.cli.scan import Scan
 
     assert report["scan"]["sha256"] == Scan(tmp_path / "study", slices, first).sha256()  # the 20 files read, nothing else
 
@@ -308,18 +308,18 @@ def test_an_export_that_fails_monai_verification_is_named_and_removed(trained: d
                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     """MONAI's converter checks the export (``verify``); its mismatch becomes one line naming the
     file and the difference, and no export is left."""
-    import common.export
+    import common.cli.export
 
     def mismatching(filepath: str, converter_kwargs: dict, **kwargs) -> None:
         assert converter_kwargs["verify"] and converter_kwargs["atol"] == 1e-4 and converter_kwargs["use_ort"]
         Path(filepath).write_bytes(b"half an export")
         raise AssertionError("Tensor-likes are not close!\n\nMismatched elements: 3 / 64\nGreatest absolute difference: 0.25 at index (0, 1)")
 
-    monkeypatch.setattr(common.export, "onnx_export", mismatching)
+    monkeypatch.setattr(common.cli.export, "onnx_export", mismatching)
     weights = Path(shutil.copy2(trained["weights"], tmp_path / "model.pt"))
     with pytest.raises(InputError, match=r"model.onnx: onnx export differs from the eager network by more than 0.0001 "
                                          r"\(Greatest absolute difference: 0.25 at index \(0, 1\)\)"):
-        common.export.export(str(BUNDLES / BUNDLE), formats="onnx", checkpoint=str(weights))
+        common.cli.export.export(str(BUNDLES / BUNDLE), formats="onnx", checkpoint=str(weights))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.pt"]
 
 

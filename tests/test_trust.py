@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from common.errors import InputError
-from common.verify import MANIFEST, unpack, verify
+from common.cli.verify import MANIFEST, unpack, verify
 from conftest import REPO_ROOT
 
 FILES = {"configs/inference.json": b"{}\n", "scripts/__init__.py": b"BUNDLE_ROOT = '.'\n", "models/model.pt": b"weights"}
@@ -141,7 +141,7 @@ def weights_run(tmp_path: Path, existing: float | None):
     import torch
     from ignite.engine import Engine, Events
 
-    from common.checkpoints import BestWeights, CheckpointMetadata
+    from common.workflow.checkpoints import BestWeights, CheckpointMetadata
 
     class Evaluator(Engine):
         """Runs over one batch, as ``SupervisedEvaluator.run()`` runs over its own loader."""

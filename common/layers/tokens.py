@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 MIN_FUSED_WIDTH = 16
 """Narrower queries and keys are zero-padded to this width: the fused CPU kernel is slower at narrower
-widths (README, "Benchmarks"), and zero columns add nothing to the logits."""
+widths (docs/benchmarks.md), and zero columns add nothing to the logits."""
 
 
 def to_tokens(x: torch.Tensor, num_heads: int = 1) -> torch.Tensor:
@@ -18,7 +18,7 @@ def to_tokens(x: torch.Tensor, num_heads: int = 1) -> torch.Tensor:
 
     Contiguous on purpose: ``scaled_dot_product_attention`` takes its fused, memory-lean CPU kernel
     only when the last dimension has stride 1; on the transposed view it falls back to the explicit
-    ``N x N`` path (README, "Benchmarks").
+    ``N x N`` path (docs/benchmarks.md).
     """
     return x.flatten(2).unflatten(1, (num_heads, -1)).transpose(-1, -2).contiguous()
 

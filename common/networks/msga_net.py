@@ -33,7 +33,7 @@ class MSGANet(nn.Module):
 
     In training mode ``forward`` returns a dict: ``logits`` (mean of the masks), ``masks`` (4),
     ``reconstructions`` (8 pairs of a step's input and its reconstruction) and ``latents`` (4 pairs
-    of the two steps' latent codes), for :class:`common.losses.GuidedAttentionLoss`. In eval mode it
+    of the two steps' latent codes), for :class:`common.workflow.losses.GuidedAttentionLoss`. In eval mode it
     returns the ``logits`` tensor alone, so that inferers and exports need nothing special.
     Input grids must be divisible by 8.
 

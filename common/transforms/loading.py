@@ -1,4 +1,4 @@
-"""Transforms that stop bad input early, with the file and the problem in the message."""
+"""Loading a volume and the checks that stop bad input early, with the file and the problem in the message."""
 
 from __future__ import annotations
 
@@ -11,11 +11,10 @@ import torch
 from monai.config import KeysCollection
 from monai.data import MetaTensor
 from monai.transforms import LoadImaged, MapTransform
-from scipy import ndimage
 
 from common.errors import InputError, first_line
-from common.geometry import DEFAULT_MAX_RESAMPLED_VOXELS, DEFAULT_MAX_VOXELS, check_geometry, read_geometry
-from common.nifti_reader import StreamingNibabelReader
+from common.transforms.geometry import DEFAULT_MAX_RESAMPLED_VOXELS, DEFAULT_MAX_VOXELS, check_geometry, read_geometry
+from common.transforms.nifti_reader import StreamingNibabelReader
 
 
 def source_name(volume: Any) -> str:
@@ -29,10 +28,10 @@ class LoadVolumed(LoadImaged):
     any voxel is read, a grid of more than ``max_voxels`` values as stored, or more than
     ``max_resampled_voxels`` once resampled to ``spacing``, or a voxel size or affine that is zero,
     negative or not finite
-    (:func:`common.geometry.check_geometry`); and whose read failures raise :class:`InputError`
+    (:func:`common.transforms.geometry.check_geometry`); and whose read failures raise :class:`InputError`
     naming the file (missing, truncated, not an image). A folder (a DICOM series) is checked when
-    it is found (:func:`common.scan.find_scan`). A ``.nii.gz`` is decompressed straight into its
-    array (:class:`common.nifti_reader.StreamingNibabelReader`).
+    it is found (:func:`common.cli.scan.find_scan`). A ``.nii.gz`` is decompressed straight into its
+    array (:class:`common.transforms.nifti_reader.StreamingNibabelReader`).
 
     Args:
         keys: keys of the files to load.
@@ -171,69 +170,4 @@ class CheckInputContractd(MapTransform):
         if nonzero_ml > limit:
             raise InputError(f"{source_name(image)}: {nonzero_ml:,.0f} mL of non-zero voxels, more than {limit:,.0f} mL; "
                              f"the weights expect {self.contract['expects']}")
-        return d
-
-
-class FillEnclosedBackgroundd(MapTransform):
-    """Label with ``value`` the background voxels that the foreground encloses: background not
-    reachable from the volume's edge through background (26-connected), as MONAI's
-    :class:`~monai.transforms.FillHoles` finds holes, with two boolean volumes as working memory.
-    Where labels never hold enclosed background, as in a brain whose mask was hole-filled, a dark
-    ventricle predicted as background is CSF. ``None`` leaves the labels as they are.
-
-    Args:
-        keys: keys of label maps ``(1, D, H, W)`` (integer classes, 0 background).
-        value: the class of enclosed background, or ``None``.
-    """
-
-    def __init__(self, keys: KeysCollection, value: int | None) -> None:
-        super().__init__(keys)
-        self.value = value
-
-    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
-        d = dict(data)
-        if self.value is None:
-            return d
-        for key in self.key_iterator(d):
-            labels = d[key]
-            background = (torch.as_tensor(labels)[0] == 0).cpu().numpy()
-            enclosed = np.zeros_like(background)
-            ndimage.binary_dilation(enclosed, structure=ndimage.generate_binary_structure(background.ndim, background.ndim),
-                                    iterations=-1, mask=background, border_value=1, output=enclosed)
-            np.logical_not(enclosed, out=enclosed)
-            np.logical_and(enclosed, background, out=enclosed)
-            del background
-            filled = labels.clone()
-            filled[0][torch.from_numpy(enclosed).to(filled.device)] = self.value
-            d[key] = filled
-        return d
-
-
-class BackgroundWhereZerod(MapTransform):
-    """Certain background (probability 1 for class 0, 0 for the others) wherever the pre-processed
-    image is zero in every channel: outside the brain of a brain-extracted scan, whose input
-    contract says it is zero there. A window of nothing but zeros, which the training crops never
-    show the network, then labels nothing, however wide the scan's empty border.
-
-    Args:
-        keys: keys of class probabilities ``(C, d, h, w)`` on the pre-processed image's grid.
-        enabled: ``False`` leaves the probabilities as they are (a CT, whose zero is water).
-        image_key: key of the pre-processed image ``(channels, d, h, w)``.
-    """
-
-    def __init__(self, keys: KeysCollection, enabled: bool, image_key: str = "image") -> None:
-        super().__init__(keys)
-        self.enabled, self.image_key = enabled, image_key
-
-    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
-        d = dict(data)
-        if not self.enabled:
-            return d
-        outside = (torch.as_tensor(d[self.image_key]) == 0).all(dim=0)
-        for key in self.key_iterator(d):
-            probabilities = d[key].clone()
-            where = outside.to(probabilities.device)
-            probabilities[:, where] = 0
-            probabilities[0, where] = 1
-            d[key] = probabilities
         return d

@@ -23,17 +23,17 @@ from monai.data import MetaTensor
 from monai.transforms import LoadImage
 
 from common.bundle import bundle_folder, bundle_workflow, read_metadata, read_overrides
-from common.checkpoints import model_state
-from common.dicom_seg import seg_source_problem, write_dicom_seg
-from common.dicomweb import checked_url, is_dicomweb, pull_series, store
+from common.workflow.checkpoints import model_state
+from common.cli.dicom_seg import seg_source_problem, write_dicom_seg
+from common.cli.dicomweb import checked_url, is_dicomweb, pull_series, store
 from common.errors import InputError, brief_message, find_input_error, first_line
-from common.geometry import check_geometry
+from common.transforms.geometry import check_geometry
 from common.io import file_sha256, write_json
-from common.nifti_reader import StreamingNibabelReader
-from common.onnx_network import FasterBackend, OnnxNetwork
-from common.overlay import save_overlay
-from common.verify import MANIFEST
-from common.scan import Scan, find_scan
+from common.transforms.nifti_reader import StreamingNibabelReader
+from common.cli.onnx_network import FasterBackend, OnnxNetwork
+from common.cli.overlay import save_overlay
+from common.cli.verify import MANIFEST
+from common.cli.scan import Scan, find_scan
 
 logger = logging.getLogger(__name__)
 BACKENDS = ("auto", "torch", "onnx")
@@ -134,7 +134,7 @@ def backend_settings(backend: str, exported: OnnxNetwork | None) -> dict[str, An
         return {}
     if backend == "onnx":
         return {"network": exported}
-    return {"onnx_network": exported, "network": "$common.onnx_network.FasterBackend(@network_def.to(@device), @onnx_network)"}
+    return {"onnx_network": exported, "network": "$common.cli.onnx_network.FasterBackend(@network_def.to(@device), @onnx_network)"}
 
 
 def backend_description(network: torch.nn.Module) -> str:
@@ -241,7 +241,7 @@ def segment(
             exported from exactly them), or ``auto``: where ``onnx`` can run, both race on the
             first four windows and the faster runs the rest (the report gives both times), else
             ``torch``. Setting up and timing both costs seconds that a scan of few windows does not
-            win back (README, "What segment costs").
+            win back (docs/benchmarks.md, "What segment costs").
     """
     started = time.perf_counter()
     folder = bundle_folder(bundle)

@@ -13,7 +13,7 @@ import numpy as np
 from monai.data import ITKReader
 
 from common.errors import InputError, first_line
-from common.geometry import DEFAULT_MAX_VOXELS, Geometry, check_geometry, read_geometry
+from common.transforms.geometry import DEFAULT_MAX_VOXELS, Geometry, check_geometry, read_geometry
 from common.io import file_sha256
 
 SLICE_TOLERANCE = 0.01  # relative deviation from the median slice spacing accepted as even
@@ -136,7 +136,7 @@ def series_geometry(folder: Path, files: list[Path]) -> Geometry:
 
 def find_scan(path: str | Path, series: str | None = None, max_voxels: int = DEFAULT_MAX_VOXELS) -> Scan:
     """The scan at ``path``: a file, or a folder holding DICOM series (``series`` picks one), its
-    grid checked from its headers (:func:`common.geometry.check_geometry`, :func:`series_geometry`).
+    grid checked from its headers (:func:`common.transforms.geometry.check_geometry`, :func:`series_geometry`).
 
     Raises :class:`InputError` naming ``path`` when it does not exist, is an empty folder, holds no
     DICOM series, holds several and ``series`` is not given, does not hold ``series``, or its grid

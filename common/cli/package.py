@@ -11,12 +11,12 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path, PurePosixPath
 
 from common.bundle import bundle_folder, load_network, read_metadata
-from common.checkpoints import model_state, trained_settings
+from common.workflow.checkpoints import model_state, trained_settings
 from common.errors import InputError
 from common.io import file_sha256, write_atomically
-from common.onnx_network import OnnxNetwork
-from common.verify import MANIFEST
-from common.workflow import describe_normalization
+from common.cli.onnx_network import OnnxNetwork
+from common.cli.verify import MANIFEST
+from common.transforms.intensity import describe_normalization
 
 BUNDLE_PARTS = ("configs", "scripts", "docs", "LICENSE")
 RUNTIME_PACKAGES = ("torch", "monai", "pytorch-ignite", "nibabel", "itk", "einops", "numpy", "fire", "tqdm", "matplotlib",
@@ -55,7 +55,7 @@ def describe_spacing(spacing: list[float]) -> str:
 
 def describe_weights(metadata: dict, settings: dict) -> dict:
     """``metadata`` (a bundle's ``metadata.json``) describing the weights trained with ``settings``
-    (:func:`common.checkpoints.trained_settings`): input channels and modality, classes, ROI,
+    (:func:`common.workflow.checkpoints.trained_settings`): input channels and modality, classes, ROI,
     pre-processing and intended use."""
     channels, classes = settings["channel_names"], settings["class_names"]
     describe_data_format(metadata, channels, classes, settings["roi_size"])

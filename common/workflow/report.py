@@ -13,7 +13,7 @@ from monai.data import MetaTensor
 from monai.metrics import compute_hausdorff_distance
 
 from common.io import write_json
-from common.transforms import source_name
+from common.transforms.loading import source_name
 
 logger = logging.getLogger(__name__)
 

@@ -13,11 +13,11 @@ import torch
 from monai.apps.auto3dseg import DataAnalyzer
 from monai.transforms import EnsureChannelFirstd, EnsureTyped, Orientationd
 
-from common.augmentation import DEFAULT_POLICY
-from common.data import Case, DatasetDescription, dataset_splits, describe_dataset
+from common.transforms.augmentation import DEFAULT_POLICY
+from common.workflow.data import Case, DatasetDescription, dataset_splits, describe_dataset
 from common.errors import InputError
 from common.io import write_json
-from common.transforms import LoadVolumed, ValidateVolumed
+from common.transforms.loading import LoadVolumed, ValidateVolumed
 
 logger = logging.getLogger(__name__)
 

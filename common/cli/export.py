@@ -8,10 +8,10 @@ import torch
 from monai.bundle import ckpt_export, onnx_export
 
 from common.bundle import bundle_folder, load_network
-from common.checkpoints import model_state
+from common.workflow.checkpoints import model_state
 from common.errors import InputError
 from common.io import write_atomically
-from common.onnx_network import record_weights_digest, state_digest
+from common.cli.onnx_network import record_weights_digest, state_digest
 
 EXPORTS = {"torchscript": ".ts", "onnx": ".onnx"}
 

@@ -1,5 +1,6 @@
 """Checkpoints: strict, ``weights_only`` loading with one-line errors, the settings a ``model.pt``
-was trained with (recorded beside its weights, read back by inference), and finding the one to resume."""
+was trained with (recorded beside its weights, read back by inference), the best weights and the
+epoch checkpoints of a training run, and finding the one to resume."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from typing import Any
 import ignite.distributed as idist
 import torch
 from ignite.engine import Engine, Events
+from ignite.handlers import Checkpoint, DiskSaver
 from monai.handlers import CheckpointLoader
 
 from common.errors import InputError, first_line
@@ -243,3 +245,13 @@ class BestWeights:
 
     def load_state_dict(self, state: dict) -> None:
         self.best = state["best"]
+
+
+def epoch_checkpoint(ckpt_dir: str, to_save: dict) -> Checkpoint:
+    """``checkpoint_epoch=N.pt`` after every epoch, written atomically, the two latest kept (one is
+    always complete while the next is written); saves its own state so that resuming restores the
+    pruning list."""
+    return Checkpoint(
+        to_save, DiskSaver(ckpt_dir, require_empty=False), filename_pattern="checkpoint_epoch={global_step}.pt",
+        global_step_transform=lambda engine, event: engine.state.epoch, n_saved=2, include_self=True,
+    )
