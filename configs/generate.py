@@ -22,7 +22,8 @@ Sources:
 Rules:
 - ``train.json``: the bundle's ``sizes`` follow ``feature_size``; ``network_def`` and ``loss`` are
   the bundle's; ``trained_with`` (what the weights record) gains the size keys; ``augmentation``
-  is ``common.transforms.augmentation.DEFAULT_POLICY`` updated with what the template sets.
+  and ``synthesis`` are ``common.transforms.augmentation.DEFAULT_POLICY`` and
+  ``common.transforms.synthesis.DEFAULT_SYNTHESIS`` updated with what the template sets.
 - ``inference.json``: each key of ``trained_with`` is read from the weights,
   ``$@trained.get(key, <train.json's value>)``, so weights always describe themselves and the
   defaults never drift from training; ``network_def``, ``trained_with`` and the loading chain
@@ -47,6 +48,7 @@ from pathlib import Path
 from typing import Any
 
 from common.transforms.augmentation import DEFAULT_POLICY
+from common.transforms.synthesis import DEFAULT_SYNTHESIS
 from common.cli.package import describe_data_format, describe_spacing
 from common.transforms.intensity import describe_normalization
 
@@ -86,6 +88,7 @@ def train_config(template: dict[str, Any], network: dict[str, Any]) -> dict[str,
     config["loss"] = network.get("loss", config["loss"])
     config["trained_with"] = {**config["trained_with"], **{key: f"@{key}" for key in network["sizes"]}}
     config["augmentation"] = {**DEFAULT_POLICY, **config["augmentation"]}
+    config["synthesis"] = {**DEFAULT_SYNTHESIS, **config["synthesis"]}
     return config
 
 

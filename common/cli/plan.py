@@ -137,6 +137,7 @@ def make_plan(dataset_dir: str, max_roi_voxels: int = DEFAULT_MAX_ROI_VOXELS) ->
         "roi_size": roi_size,
         "input_contract": None,
         "enclosed_background_class": None,
+        "synthesis": None,
     }
     if is_ct(channel_names):
         plan["augmentation"] = {**DEFAULT_POLICY, "bias_field_prob": 0.0}
@@ -149,6 +150,9 @@ def make_plan(dataset_dir: str, max_roi_voxels: int = DEFAULT_MAX_ROI_VOXELS) ->
         f"roi_size {roi_size}: {roi_why}",
         "augmentation: " + ("the collection's policy without its MRI bias field (CT intensities are calibrated)" if is_ct(channel_names)
                             else "the bundle's own (not in the plan)"),
+        "synthesis: off (training images drawn from the label maps suit anatomy whose classes are shapes, as the brain "
+        "bundles' tissues; where a class is defined by its contrast, such as an enhancing tumour, it would erase it; set "
+        "'synthesis' in the plan to the policy of train.json to turn it on)",
         "input_contract and enclosed_background_class: none (the brain defaults, a brain-extracted input and enclosed "
         "background as CSF, do not carry over to other data; set them in the plan if your labels need them)",
     ]
@@ -164,7 +168,7 @@ def make_plan(dataset_dir: str, max_roi_voxels: int = DEFAULT_MAX_ROI_VOXELS) ->
 def plan(dataset_dir: str, max_roi_voxels: int = DEFAULT_MAX_ROI_VOXELS) -> None:
     """Fingerprint the data set at ``dataset_dir`` (MONAI Auto3DSeg's ``DataAnalyzer``) and write
     ``dataset_dir/plan.json``: ``num_classes``, ``class_names``, ``in_channels``,
-    ``channel_names``, ``spacing``, ``normalization``, ``roi_size`` and, for CT, ``augmentation``
+    ``channel_names``, ``spacing``, ``normalization``, ``roi_size``, ``synthesis`` (off) and, for CT, ``augmentation``
     (the collection's policy without its MRI bias field) for any bundle (and no input contract nor
     enclosed-background relabelling, which are the brain task's), with
     ``splits.json`` (5 folds, fixed seed) where the data set has no validation section. Prints what
