@@ -91,6 +91,31 @@ def dataset(tmp_path: Path) -> Path:
     return make_dataset(tmp_path / "data")
 
 
+TRAINED_BUNDLE = "unetr"
+OBLIQUE = np.array([[0.0, -1.5, 0.1, 40.0], [1.5, 0.0, 0.0, -20.0], [0.0, 0.1, 1.5, 10.0], [0, 0, 0, 1]])
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Tiny weights of ``unetr`` (they record their sizes) and a scan on an oblique grid, trained
+    once per test process and shared by the tests of the clinician's, cohort and PACS paths."""
+    out = tmp_path_factory.mktemp("trained_unetr")
+    data = make_dataset(out / "data")
+    run_bundle(TRAINED_BUNDLE, ["train.json"], train_overrides(TRAINED_BUNDLE, data, out))
+    image = nib.load(data / "imagesTr" / "case1.nii.gz").get_fdata().astype(np.float32)
+    scan = write_volume(out / "scans" / "oblique.nii.gz", image, OBLIQUE)
+    return {"weights": out / "models" / "model.pt", "scan": scan, "root": out}
+
+
+def cli(*args: str, cwd: Path = REPO_ROOT, timeout: float = 300) -> subprocess.CompletedProcess:
+    """``python -m common <args>`` as a user runs it."""
+    return subprocess.run([sys.executable, "-m", "common", *args], cwd=cwd, env=subprocess_env(), capture_output=True, text=True, timeout=timeout)
+
+
+def last_line(result: subprocess.CompletedProcess) -> str:
+    return result.stderr.strip().splitlines()[-1]
+
+
 def bundle_command(bundle: str, configs: list[str], overrides: dict, config_dir: Path | None = None) -> list[str]:
     """``python -m monai.bundle run`` with ``configs`` (names under ``configs/``) and ``--key value`` overrides."""
     config_dir = BUNDLES / bundle / "configs" if config_dir is None else config_dir

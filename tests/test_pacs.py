@@ -20,8 +20,7 @@ import numpy as np
 import pytest
 from monai.transforms import LoadImage
 
-from conftest import BUNDLES, free_port, stop_process_group, write_dicom_series
-from test_sharing import BUNDLE, cli, last_line, trained  # noqa: F401  (trained: the tiny unetr fixture)
+from conftest import BUNDLES, TRAINED_BUNDLE as BUNDLE, cli, free_port, last_line, stop_process_group, write_dicom_series
 
 ORTHANC = shutil.which("Orthanc") or "/usr/sbin/Orthanc"
 DICOMWEB_PLUGIN = Path("/usr/share/orthanc/plugins/libOrthancDicomWeb.so")
@@ -162,3 +161,25 @@ def test_bad_input_over_dicomweb_writes_and_uploads_nothing(case: str, problem: 
     assert PASSWORD not in result.stderr and "Traceback" not in result.stderr
     assert not (tmp_path / "out").exists()
     assert json.loads(pacs.rest("/series")) == before
+
+
+def test_every_image_series_of_a_study_is_segmented_and_stored_back(pacs: Orthanc, trained: dict[str, Path], tmp_path: Path) -> None:
+    """A study with two image series, no ``--series``: each is pulled, segmented and its SEG stored,
+    outputs named by series UID, and the summary lists both."""
+    import pydicom
+
+    study = pydicom.uid.generate_uid()
+    volume = series_volume(trained, slices=12)
+    uids = sorted(write_dicom_series(tmp_path / name, data, study_uid=study) for name, data in (("a", volume), ("b", volume[::-1].copy())))
+    for name in ("a", "b"):
+        pacs.upload(tmp_path / name)
+    url = f"{pacs.url}/dicom-web"
+    result = cli("segment", "--bundle", str(BUNDLES / BUNDLE), "--input", url, "--study", study, "--output", str(tmp_path / "out"),
+                 "--checkpoint", str(trained["weights"]), "--upload")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted(
+        ["summary.csv", *(f"{uid}_{kind}" for uid in uids for kind in ("seg.nii.gz", "seg.dcm", "overlay.png", "report.json"))])
+    rows = (tmp_path / "out" / "summary.csv").read_text().splitlines()[1:]
+    assert [row.split(",")[:2] for row in rows] == [[f"{url}/studies/{study}/series/{uid}", "done"] for uid in uids]
+    stored = [s for s in pacs.series_of(study) if s["MainDicomTags"].get("Modality") == "SEG"]
+    assert len(stored) == 2

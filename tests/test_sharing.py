@@ -20,29 +20,9 @@ from monai.data import ITKReader
 from monai.transforms import LoadImage
 
 from common.errors import InputError
-from conftest import BUNDLES, REPO_ROOT, make_dataset, run_bundle, subprocess_env, train_overrides, write_volume
+from conftest import BUNDLES, OBLIQUE, REPO_ROOT, TRAINED_BUNDLE, cli, last_line, run_bundle, subprocess_env, write_volume
 
-BUNDLE = "unetr"
-OBLIQUE = np.array([[0.0, -1.5, 0.1, 40.0], [1.5, 0.0, 0.0, -20.0], [0.0, 0.1, 1.5, 10.0], [0, 0, 0, 1]])
-
-
-def cli(*args: str, cwd: Path = REPO_ROOT, timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "common", *args], cwd=cwd, env=subprocess_env(), capture_output=True, text=True, timeout=timeout)
-
-
-def last_line(result: subprocess.CompletedProcess) -> str:
-    return result.stderr.strip().splitlines()[-1]
-
-
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """Tiny weights of ``unetr`` (they record their sizes) and a scan."""
-    out = tmp_path_factory.mktemp("trained_unetr")
-    data = make_dataset(out / "data")
-    run_bundle(BUNDLE, ["train.json"], train_overrides(BUNDLE, data, out))
-    image = nib.load(data / "imagesTr" / "case1.nii.gz").get_fdata().astype(np.float32)
-    scan = write_volume(out / "scans" / "oblique.nii.gz", image, OBLIQUE)
-    return {"weights": out / "models" / "model.pt", "scan": scan, "root": out}
+BUNDLE = TRAINED_BUNDLE
 
 
 def segment_args(trained: dict[str, Path], scan: Path, output: Path, *extra: str) -> list[str]:
@@ -83,25 +63,30 @@ def test_segment_writes_label_overlay_and_report_on_the_scan_grid(trained: dict[
     assert "%" in result.stderr  # sliding-window progress bar
 
 
-def test_segment_reads_the_chosen_dicom_series_and_keeps_its_geometry(trained: dict[str, Path], tmp_path: Path) -> None:
+def test_segment_reads_every_dicom_series_or_the_chosen_one_and_keeps_its_geometry(trained: dict[str, Path], tmp_path: Path) -> None:
     scan = nib.load(trained["scan"])
     image = scan.get_fdata().astype(np.float32)
     write_dicom(tmp_path / "study" / "first.dcm", image, scan.affine)
     write_dicom(tmp_path / "study" / "second.dcm", image[::-1].copy(), scan.affine)
+    from common.cli.scan import dicom_series
 
-    several = cli(*segment_args(trained, tmp_path / "study", tmp_path / "out"))
-    assert several.returncode != 0
-    assert "holds 2 DICOM series, choose one with --series UID" in last_line(several)
-    assert not (tmp_path / "out").exists()
+    uids = sorted(dicom_series(tmp_path / "study"))
 
-    uid = last_line(several).split("--series UID: ")[1].split(" (")[0]
+    every = cli(*segment_args(trained, tmp_path / "study", tmp_path / "every"))
+    assert every.returncode == 0, every.stderr[-3000:]
+    assert sorted(p.name for p in (tmp_path / "every").iterdir()) == sorted(
+        ["summary.csv", *(f"study_{uid}_{kind}" for uid in uids for kind in ("overlay.png", "report.json", "seg.nii.gz"))])
+
+    uid = uids[1]
     chosen = cli(*segment_args(trained, tmp_path / "study", tmp_path / "out", "--series", uid))
     assert chosen.returncode == 0, chosen.stderr[-3000:]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [f"study_{uid}_{kind}" for kind in ("overlay.png", "report.json", "seg.nii.gz")]
     seg = LoadImage(image_only=True)(tmp_path / "out" / f"study_{uid}_seg.nii.gz")
     dicom = LoadImage(reader=ITKReader(series_name=uid), image_only=True)(tmp_path / "study")
     assert seg.shape == dicom.shape
     np.testing.assert_allclose(seg.affine.numpy(), dicom.affine.numpy(), atol=1e-3)
     assert json.loads((tmp_path / "out" / f"study_{uid}_report.json").read_text())["scan"]["series_uid"] == uid
+    assert (tmp_path / "out" / f"study_{uid}_seg.nii.gz").read_bytes() == (tmp_path / "every" / f"study_{uid}_seg.nii.gz").read_bytes()
 
 
 def bad_checkpoint(kind: str, trained: dict[str, Path], folder: Path) -> Path:

@@ -1,5 +1,5 @@
-"""A PACS over DICOMweb (dicomweb-client): one series pulled into a local folder (QIDO-RS, WADO-RS),
-a DICOM SEG stored back (STOW-RS). Credentials come from the environment (``DICOMWEB_USERNAME``,
+"""A PACS over DICOMweb (dicomweb-client): a study's image series listed (QIDO-RS) and pulled into a
+local folder (WADO-RS), a DICOM SEG stored back (STOW-RS). Credentials come from the environment (``DICOMWEB_USERNAME``,
 ``DICOMWEB_PASSWORD``) or a netrc file, never from the command line, and no URL is kept with them."""
 
 from __future__ import annotations
@@ -61,26 +61,25 @@ def _calling(url: str, action: str, call):
         raise InputError(f"{url}: the DICOMweb server answered HTTP {status} to {action}") from err
 
 
-def pull_series(url: str, study: str, series: str | None, folder: Path) -> tuple[str, list[Path]]:
-    """Retrieve one image series of ``study`` (``series``, or the only one) from the DICOMweb server
-    at ``url`` into ``folder``; return its UID and files.
+def image_series(url: str, study: str) -> dict[str, str]:
+    """The image series of ``study`` on the DICOMweb server at ``url`` (QIDO-RS): UID -> a short
+    description (modality, series number); segmentations, reports and the like are left out.
 
     Raises:
-        InputError: the server cannot be reached, the study does not exist, it holds several image
-            series and ``series`` is not given, or it does not hold ``series``.
+        InputError: the server cannot be reached, or the study does not exist.
     """
     web = client(url)
     found = _calling(url, f"search study {study}", lambda: web.search_for_series(study_instance_uid=study))
-    images = {_value(s, SERIES_UID): s for s in found or [] if _value(s, MODALITY) not in NON_IMAGE_MODALITIES}
     if not found:
         raise InputError(f"{url}: no study {study} on the server")
-    listing = "; ".join(f"{uid} ({_value(s, MODALITY)}, series {_value(s, SERIES_NUMBER)})" for uid, s in images.items())
-    if series is None:
-        if len(images) != 1:
-            raise InputError(f"{url}: study {study} holds {len(images)} image series, choose one with --series UID: {listing}")
-        series = next(iter(images))
-    if series not in images:
-        raise InputError(f"{url}: study {study} has no image series {series}; it holds: {listing}")
+    return {_value(s, SERIES_UID): f"{_value(s, MODALITY)}, series {_value(s, SERIES_NUMBER)}"
+            for s in found if _value(s, MODALITY) not in NON_IMAGE_MODALITIES}
+
+
+def retrieve_series(url: str, study: str, series: str, folder: Path) -> list[Path]:
+    """Retrieve the series ``series`` of ``study`` from the DICOMweb server at ``url`` (WADO-RS)
+    into ``folder``, one file per instance; return the files."""
+    web = client(url)
     datasets = _calling(url, f"retrieve series {series}", lambda: web.retrieve_series(study, series))
     folder.mkdir(parents=True, exist_ok=True)
     files = []
@@ -88,7 +87,7 @@ def pull_series(url: str, study: str, series: str | None, folder: Path) -> tuple
         path = folder / f"{index:05d}.dcm"
         ds.save_as(path, enforce_file_format=True)
         files.append(path)
-    return series, files
+    return files
 
 
 def store(url: str, path: Path) -> None:
