@@ -25,7 +25,7 @@ ON_TASK := --dataset_dir $(DATA_DIR) --ckpt_dir $(MODELS)
 STAMP := $(VENV)/.installed
 TEST_WORKERS ?= 2
 
-.PHONY: install pacs-install data configs demo test bench robustness leaderboard segment package export label label-install test-label clean
+.PHONY: install pacs-install browser-install data configs demo test bench robustness leaderboard segment package export label label-pacs label-install test-label clean
 
 install: $(STAMP)
 
@@ -146,8 +146,23 @@ endif
 	@echo "MONAI Label server: http://$(LABEL_HOST):$(LABEL_PORT) (3D Slicer: MONAI Label module, Server field)"
 	$(LABEL_PY) -m monailabel.main start_server --app label_app --studies $(STUDIES) --host $(LABEL_HOST) --port $(LABEL_PORT) $(LABEL_CONF)
 
-test-label: install label-install
-	LABEL_PYTHON=$(abspath $(LABEL_PY)) $(PY) -m pytest -q tests/test_label.py
+# The annotator's stack in a browser: Orthanc (loopback only, a password made per session) holding TASK's held-out
+# scans as DICOM series, MONAI Label serving every bundle that has weights from it, and the OHIF viewer MONAI Label
+# ships; prints the viewer's address (http://127.0.0.1:LABEL_PORT/ohif/). Ctrl-C stops both.
+LABEL_PACS_DIR ?= data/label_pacs/$(TASK)
+ORTHANC_PORT ?= 8042
+label-pacs: data label-install pacs-install
+	$(LABEL_PY) label_app/pacs.py --dataset_dir $(DATA_DIR) --work_dir $(LABEL_PACS_DIR) --label_port $(LABEL_PORT) --orthanc_port $(ORTHANC_PORT)
+
+# Debian's Chromium for the browser test of make test-label (headless, driven by Playwright), through apt-get (as root), once.
+CHROMIUM := /usr/bin/chromium
+browser-install: $(CHROMIUM)
+
+$(CHROMIUM):
+	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium
+
+test-label: install label-install pacs-install browser-install
+	LABEL_PYTHON=$(abspath $(LABEL_PY)) $(PY) -m pytest -q tests/test_label.py tests/test_viewer.py
 
 clean:
 	rm -rf bundles/*/models bundles/*/runs bundles/*/eval dist results leaderboard_runs

@@ -205,6 +205,20 @@ class PacsDatastore(DICOMWebDatastore):
         return LocalDatastore.save_label(self, image_id, label_filename, label_tag, label_info)
 
 
+def reachable(client: DICOMwebClientX, url: str) -> None:
+    """:class:`InputError` naming ``url`` when the PACS does not answer a search, or refuses the credentials."""
+    import requests
+
+    try:
+        client.search_for_studies(limit=1)
+    except requests.exceptions.ConnectionError as err:
+        raise InputError(f"{url}: the PACS does not answer ({str(err)[:200]}); start it first (make label-pacs starts Orthanc)") from err
+    except requests.exceptions.HTTPError as err:
+        status = err.response.status_code if err.response is not None else "?"
+        raise InputError(f"{url}: the PACS answered HTTP {status} to a search (credentials: MONAI_LABEL_DICOMWEB_USERNAME and "
+                         "MONAI_LABEL_DICOMWEB_PASSWORD)") from err
+
+
 def dicom_modality(channel_names: list[str]) -> str:
     """The DICOM modality of weights trained on ``channel_names`` (``CT``, else ``MR``)."""
     return "CT" if channel_names and all(n.upper() == "CT" for n in channel_names) else "MR"
@@ -248,6 +262,7 @@ class CollectionApp(MONAILabelApp):
             qido_url_prefix=settings.MONAI_LABEL_QIDO_PREFIX, wado_url_prefix=settings.MONAI_LABEL_WADO_PREFIX,
             stow_url_prefix=settings.MONAI_LABEL_STOW_PREFIX,
         )
+        reachable(client, url)
         search_filter = settings.MONAI_LABEL_DICOMWEB_SEARCH_FILTER
         if "MONAI_LABEL_DICOMWEB_SEARCH_FILTER" not in os.environ:
             modalities = {dicom_modality(trained_settings(f / "models" / "model.pt").get("channel_names", [])) for f in self.bundles.values()}
