@@ -3,14 +3,18 @@ of each bundle's brain demo weights on the MNI152 brain at 1 mm and at 0.5 mm (n
 brain-extracted; the 0.5 mm grid is its bilinear resampling), eager PyTorch, ONNX Runtime (a
 copy of the weights exported with ``python -m common export``) and ``auto`` (the two raced on the
 first windows, the faster running the rest), the median of ``--repeats`` runs, and the
-start-up (importing torch, MONAI and ignite) that every run pays. Needs the weights of
-``make demo BUNDLE=...``.
+start-up (importing torch, MONAI and ignite) that every run pays. Then a folder of the 1 mm brain
+copied ``--cohort`` times, in one run (start-up paid once), with and without reading the next scan
+while the current one's windows run: the wall time of 1, 3 and all scans, the cost of each scan after
+the first, and the network's own sliding-window time per scan (from the reports). Needs the weights
+of ``make demo BUNDLE=...``.
 
-    python bench/segment_cost.py [--bundles unetr,attention_unet] [--repeats 3] [--backends torch,onnx,auto]
+    python bench/segment_cost.py [--bundles unetr,attention_unet] [--repeats 3] [--backends torch,onnx,auto] [--cohort 10]
 """
 
 from __future__ import annotations
 
+import json
 import shutil
 import statistics
 import subprocess
@@ -55,10 +59,10 @@ def exported_copy(bundle: str, folder: Path) -> Path:
     return weights
 
 
-def timed(bundle: str, weights: Path, backend: str, scan: Path, output: Path) -> tuple[float, float]:
+def timed(bundle: str, weights: Path, backend: str, scan: Path, output: Path, *extra: str) -> tuple[float, float]:
     """Wall seconds and peak resident MiB of one ``segment`` run."""
     command = ["/usr/bin/time", "-f", "%e %M", sys.executable, "-m", "common", "segment", "--bundle", str(REPO / "bundles" / bundle),
-               "--input", str(scan), "--output", str(output), "--device", "cpu", "--checkpoint", str(weights), "--backend", backend]
+               "--input", str(scan), "--output", str(output), "--device", "cpu", "--checkpoint", str(weights), "--backend", backend, *extra]
     result = subprocess.run(command, cwd=REPO, capture_output=True, text=True)
     if result.returncode != 0:
         raise SystemExit(f"{bundle} on {scan.name}:\n{result.stderr[-2000:]}")
@@ -71,7 +75,24 @@ def listed(value: str | tuple) -> list[str]:
     return [item for item in (value.split(",") if isinstance(value, str) else value) if item]
 
 
-def main(bundles: str = ",".join(BUNDLES), repeats: int = 3, backends: str = "torch,onnx,auto") -> None:
+def cohort_row(bundle: str, scan: Path, copies: int, folder: Path, read_ahead: bool) -> list[str]:
+    """One run of ``segment`` on a folder of 1 and 3 copies of ``scan`` and one of ``copies``: the
+    wall times, the cost per scan after the first, the median sliding-window seconds per scan."""
+    weights = REPO / "bundles" / bundle / "models" / "model.pt"
+    walls, windows = {}, []
+    for count in sorted({1, 3, copies}):
+        scans = folder / f"{bundle}_{count}_{read_ahead}"
+        scans.mkdir(parents=True)
+        for index in range(count):
+            (scans / f"brain_{index:02d}.nii.gz").symlink_to(scan)
+        walls[count], _ = timed(bundle, weights, "torch", scans, scans.with_name(scans.name + "_out"), "--read_ahead", str(read_ahead))
+        windows = [json.loads(r.read_text())["timing_s"]["windows"] for r in scans.with_name(scans.name + "_out").glob("*_report.json")]
+    after_first = (walls[copies] - walls[1]) / (copies - 1)
+    return [f"`{bundle}`", "yes" if read_ahead else "no", f"{walls[1]:.1f} s", f"{walls[3]:.1f} s ({walls[3] / walls[1]:.2f}x)",
+            f"{walls[copies]:.1f} s", f"{after_first:.1f} s", f"{statistics.median(windows):.1f} s"]
+
+
+def main(bundles: str = ",".join(BUNDLES), repeats: int = 3, backends: str = "torch,onnx,auto", cohort: int = 10) -> None:
     started = time.perf_counter()
     wanted = listed(bundles)
     names = [b for b in wanted if (REPO / "bundles" / b / "models" / "model.pt").is_file()]
@@ -104,6 +125,14 @@ def main(bundles: str = ",".join(BUNDLES), repeats: int = 3, backends: str = "to
     print("| bundle | backend | 1 mm wall | 1 mm peak | 0.5 mm wall | 0.5 mm peak | peak 0.5 mm / 1 mm |")
     print("| --- | --- | --- | --- | --- | --- | --- |")
     for row in rows:
+        print("| " + " | ".join(row) + " |")
+    with tempfile.TemporaryDirectory() as scratch:
+        one = brains(Path(scratch))["1 mm"]
+        cohort_rows = [cohort_row(bundle, one, cohort, Path(scratch), read_ahead) for bundle in names for read_ahead in (True, False)]
+    print(f"\nA folder of the 1 mm brain, one segment run (PyTorch), {cohort} copies:\n")
+    print(f"| bundle | read ahead | 1 scan | 3 scans | {cohort} scans | each scan after the first | sliding window per scan |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
+    for row in cohort_rows:
         print("| " + " | ".join(row) + " |")
     print(f"({time.perf_counter() - started:.0f} s)")
 

@@ -61,12 +61,12 @@ def bundle_facts(folder: Path, metadata: dict[str, Any], weights: Path, weights_
     }
 
 
-def write_outputs(folder: Path, label_path: Path, scan: Scan, name: str, source: str, class_names: list[str],
-                  metadata: dict[str, Any], dicom_seg: bool, report: dict[str, Any]) -> dict[str, Path]:
-    """Write the scan's outputs into ``folder`` (a private staging folder): ``label_path`` renamed to
-    ``<name>_seg.nii.gz``, the overlay, the DICOM SEG over ``scan``'s series when ``dicom_seg``, and
-    the report (``report`` completed with the scan, the volumes and every output's checksum).
-    Returns every output by kind."""
+def write_outputs(folder: Path, label_path: Path, scan: Scan, name: str, class_names: list[str], metadata: dict[str, Any],
+                  dicom_seg: bool) -> tuple[dict[str, Path], MetaTensor]:
+    """Write the scan's outputs but the report into ``folder`` (a private staging folder):
+    ``label_path`` renamed to ``<name>_seg.nii.gz``, the overlay, and the DICOM SEG over ``scan``'s
+    series when ``dicom_seg``. Returns every output by kind (the report's path too, not yet written)
+    and the label volume."""
     outputs = {kind: folder / file for kind, file in output_names(name, dicom_seg).items()}
     os.replace(label_path, outputs["seg"])
     label = LoadImage(image_only=True, ensure_channel_first=True, dtype=None)(outputs["seg"])
@@ -75,18 +75,23 @@ def write_outputs(folder: Path, label_path: Path, scan: Scan, name: str, source:
     save_overlay(load_image(scan.source), label, class_names, outputs["overlay"], title=f"{name}: {metadata['name']} {metadata['version']}")
     if dicom_seg:
         write_dicom_seg(label, scan.files, class_names, metadata["name"], metadata["version"], outputs["dicom_seg"])
+    return outputs, label
+
+
+def write_report(outputs: dict[str, Path], label: MetaTensor, scan: Scan, source: str, class_names: list[str], facts: dict[str, Any]) -> None:
+    """The report: the scan, the volumes, ``facts`` (bundle, device, backend, times ...) and every
+    output with its checksum, written atomically to ``outputs["report"]``."""
     report = {
         "scan": {"path": source, "series_uid": scan.series_uid, "sha256": scan.sha256(), "shape": list(label.shape[1:]),
                  "spacing_mm": [round(float(s), 4) for s in label.pixdim[:3]]},
         "volumes_ml": class_volumes_ml(label, class_names),
-        **report,
+        **facts,
         "outputs": {kind: path.name for kind, path in outputs.items() if kind != REPORT},
         "outputs_sha256": {kind: file_sha256(path) for kind, path in outputs.items() if kind != REPORT},
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "software": {"python": platform.python_version(), "torch": torch.__version__, "monai": monai.__version__},
     }
     write_json(outputs[REPORT], report)
-    return outputs
 
 
 def verified_report(folder: Path, name: str, weights_sha256: str, settings_sha256: str, scan_sha256: str | None) -> Path | None:

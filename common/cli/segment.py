@@ -26,7 +26,7 @@ from common.cli.cohort import Job, find_jobs
 from common.cli.dicom_seg import seg_source_problem
 from common.cli.dicomweb import is_dicomweb, store
 from common.cli.scan import Scan
-from common.cli.scan_outputs import bundle_facts, output_names, settings_digest, verified_report, write_outputs
+from common.cli.scan_outputs import bundle_facts, output_names, settings_digest, verified_report, write_outputs, write_report
 from common.cli.segmenter import Segmenter, backend_description, choose_device
 from common.errors import InputError, brief_message, find_input_error, first_line
 from common.io import write_atomically
@@ -125,16 +125,19 @@ class Run:
                 logger.info(f"no DICOM SEG: {seg_problem}")
             with errors_naming({self.segmenter.weights: str(self.weights), scan.source: job.source}):
                 label_path, device = self.segmenter.segment(prepared.item)
-            report = {
+            segmented = time.perf_counter()
+            outputs, label = write_outputs(staging, label_path, scan, job.name, self.segmenter.class_names, self.metadata, not seg_problem)
+            windows = self.segmenter.windows_seconds
+            write_report(outputs, label, scan, job.source, self.segmenter.class_names, {
                 "bundle": bundle_facts(self.folder, self.metadata, self.weights, self.segmenter.weights_sha256),
                 "uploaded_to": job.study[0] if self.upload and job.study else None,
                 "device": str(device),
                 "backend": backend_description(self.segmenter.network),
                 "settings_sha256": self.settings_sha256,
                 "runtime_s": round(prepared.seconds + time.perf_counter() - started, 2),
-            }
-            outputs = write_outputs(staging, label_path, scan, job.name, job.source, self.segmenter.class_names, self.metadata,
-                                    not seg_problem, report)
+                "timing_s": {"reading": round(prepared.seconds, 2), "windows": round(windows, 2),
+                             "postprocessing": round(segmented - started - windows, 2), "outputs": round(time.perf_counter() - segmented, 2)},
+            })
             if self.upload:
                 store(job.study[0], outputs["dicom_seg"])
             for path in outputs.values():
@@ -162,10 +165,10 @@ class Run:
             return found
         return self.finish(self.prepare(job, 0), started)
 
-    def many(self, jobs: list[Job]) -> list[Outcome]:
+    def many(self, jobs: list[Job], read_ahead: bool = True) -> list[Outcome]:
         """A run of many scans: each done, skipped (its outputs already complete and verified) or
-        failed on its own; the next scan is read and pre-processed while the current one's windows
-        run."""
+        failed on its own; with ``read_ahead``, the next scan is read and pre-processed while the
+        current one's windows run (two scans in memory instead of one)."""
         outcomes: dict[int, Outcome] = {}
         for index, job in enumerate(jobs):
             found = self.verified(job)
@@ -175,9 +178,9 @@ class Run:
         with ThreadPoolExecutor(max_workers=1) as reader:
             ahead: Future | None = reader.submit(self.prepare, pending[0][1], pending[0][0]) if pending else None
             for turn, (index, job) in enumerate(tqdm(pending, desc="scans", unit="scan", position=0)):
-                prepared = ahead.result()
+                prepared = ahead.result() if ahead is not None else self.prepare(job, index)
                 following = pending[turn + 1] if turn + 1 < len(pending) else None
-                ahead = reader.submit(self.prepare, following[1], following[0]) if following else None
+                ahead = reader.submit(self.prepare, following[1], following[0]) if following and read_ahead else None
                 started = time.perf_counter()
                 try:
                     report = self.finish(prepared, started)
@@ -213,6 +216,7 @@ def segment(
     checkpoint: str | None = None,
     overrides: str | None = None,
     backend: str = "torch",
+    read_ahead: bool = True,
 ) -> str:
     """Segment one scan or many with one bundle; for each, write ``<name>_seg.nii.gz``,
     ``<name>_overlay.png`` and ``<name>_report.json`` into ``output`` (and ``<name>_seg.dcm``, a
@@ -264,6 +268,8 @@ def segment(
             first four windows and the faster runs the rest (the report gives both times), else
             ``torch``. Setting up and timing both costs seconds that a scan of few windows does not
             win back (docs/benchmarks.md, "What segment costs").
+        read_ahead: in a run of many scans, read and pre-process the next scan while the current
+            one's windows run (the default); ``False`` holds one scan in memory at a time.
     """
     folder = bundle_folder(bundle)
     metadata = read_metadata(folder)
@@ -290,7 +296,7 @@ def segment(
             report = run.one(jobs[0])
             logger.info(f"outputs in {destination}")
             return str(report)
-        outcomes = run.many(jobs)
+        outcomes = run.many(jobs, read_ahead)
     except BaseException:
         shutil.rmtree(workspace, ignore_errors=True)
         if created and (single or not any(destination.iterdir())):

@@ -7,6 +7,7 @@ from __future__ import annotations
 import importlib.util
 import logging
 import shutil
+import time
 from collections.abc import Hashable
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +18,7 @@ from ignite.engine import Events
 from monai.bundle import ConfigWorkflow
 from monai.data import ITKReader
 from monai.engines import SupervisedEvaluator
+from monai.engines.utils import IterationEvents
 from monai.transforms import Compose
 
 from common.bundle import bundle_workflow
@@ -144,6 +146,7 @@ class Segmenter:
         self.output_dir = workspace / "segmentation"
         self.output_dir.mkdir()
         self.overrides = {**overrides, **backend_settings(backend, onnx_network(backend, device, weights, self.weights))}
+        self.windows_seconds = 0.0  # the last scan's sliding window, the network's own time
         self._inference = {device.type: self._set_up(device)}
 
     def _set_up(self, device: torch.device) -> Inference:
@@ -160,6 +163,9 @@ class Segmenter:
         for loader in [h for h in parsed("handlers") if isinstance(h, StrictCheckpointLoader)]:
             loader(evaluator)
             evaluator.remove_event_handler(loader, Events.STARTED)
+        evaluator.add_event_handler(Events.ITERATION_STARTED, lambda _: setattr(self, "_windows_started", time.perf_counter()))
+        evaluator.add_event_handler(IterationEvents.FORWARD_COMPLETED,
+                                    lambda _: setattr(self, "windows_seconds", time.perf_counter() - self._windows_started))
         return Inference(workflow, evaluator, parsed("preprocessing"), next_scan, device)
 
     @property
