@@ -43,6 +43,7 @@ CONFIG_NAMES = (
     "common.transforms.postprocessing.AtomicNibabelWriter",
     "common.transforms.postprocessing.BackgroundWhereZerod",
     "common.transforms.postprocessing.FillEnclosedBackgroundd",
+    "common.transforms.synthesis.RandSyntheticImaged",
     "common.transforms.synthesis.RandThickSlicesd",
     "common.transforms.synthesis.SynthesizeFromLabelsd",
     "common.transforms.synthesis.checked_synthesis",

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 from monai.data import MetaTensor
-from monai.transforms import Compose, OneOf
+from monai.transforms import Compose
 from monai.utils import set_determinism
 
 from common.errors import InputError, find_input_error
@@ -68,24 +68,42 @@ def test_bands_split_each_class_by_the_images_intensity() -> None:
 
 
 def synthesis_chain(**settings) -> Compose:
-    """The synthetic branch of ``train#synthesis`` in the bundles' ``train.json``."""
+    """``train#synthesis`` of the bundles' ``train.json``: the whole image made synthetic beside the real one."""
     chain = parsed_chain("train#synthesis", normalization=MRI, synthesis={**DEFAULT_SYNTHESIS, "prob": 1.0, **settings})
-    assert len(chain) == 1 and isinstance(chain[0], OneOf)
-    return chain[0].transforms[0]
+    assert len(chain) == 1 and isinstance(chain[0], Compose)
+    return chain[0]
 
 
-def test_the_chain_changes_the_image_and_never_the_label() -> None:
+def test_the_chain_writes_a_synthetic_image_and_never_changes_the_label() -> None:
     set_determinism(seed=1)
     image, label = blocks()
     chain = synthesis_chain(bias_field_prob=1.0, low_resolution_prob=1.0, thick_slice_prob=1.0)
     for _ in range(5):
         out = chain({"image": image.clone(), "label": label.clone()})
-        assert sorted(out) == ["image", "label"]
+        assert sorted(out) == ["image", "label", "synthetic_image"]
         assert torch.equal(torch.as_tensor(out["label"]), torch.as_tensor(label)) and torch.equal(out["label"].affine, label.affine)
-        synthetic = torch.as_tensor(out["image"])
-        assert synthetic.shape == image.shape and torch.equal(out["image"].affine, image.affine)
+        assert torch.equal(torch.as_tensor(out["image"]), torch.as_tensor(image))  # the real image is kept for the real crops
+        synthetic = torch.as_tensor(out["synthetic_image"])
+        assert synthetic.shape == image.shape and torch.equal(out["synthetic_image"].affine, image.affine)
         assert float(synthetic.min()) >= 0 and float(synthetic.max()) <= 1 and not torch.allclose(synthetic, torch.as_tensor(image))
         assert bool((synthetic[:, :, :2] == 0).all())  # the background stays zero, whatever blurred into it
+    set_determinism(seed=None)
+
+
+def test_each_crop_is_synthetic_or_real_so_that_a_batch_mixes_both() -> None:
+    """The training chain crops the synthetic image with the real one; each crop then keeps one of
+    them (``prob`` synthetic), and the synthetic image never leaves the chain."""
+    set_determinism(seed=2)
+    image, label = blocks(size=40)
+    chain = Compose(parsed_chain("train#preprocessing", normalization=MRI, augmentation=None, roi_size=[16, 16, 16], num_samples=4,
+                                 synthesis={**DEFAULT_SYNTHESIS, "prob": 0.5})[8:])  # after the loading chain
+    real_values = torch.unique(torch.as_tensor(image))
+    kinds = []
+    for _ in range(6):
+        crops = chain({"image": image.clone(), "label": label.clone()})
+        assert len(crops) == 4 and all(sorted(crop) == ["image", "label"] for crop in crops)
+        kinds.append({bool(torch.isin(torch.as_tensor(crop["image"]), real_values).all()) for crop in crops})
+    assert {True, False} in kinds  # a batch of real and synthetic crops
     set_determinism(seed=None)
 
 
@@ -128,7 +146,8 @@ def test_the_policy_is_one_object_in_every_bundle() -> None:
 
 def test_off_leaves_the_training_chain_as_it_was_and_a_bad_policy_is_named() -> None:
     kinds = lambda **settings: [type(t).__name__ for t in parsed_chain("train#preprocessing", **settings)]
-    assert "OneOf" in kinds(normalization=MRI) and "OneOf" not in kinds(synthesis=None) and "OneOf" not in kinds(synthesis=False)
+    assert "RandSyntheticImaged" in kinds(normalization=MRI)
+    assert "RandSyntheticImaged" not in kinds(synthesis=None) and "RandSyntheticImaged" not in kinds(synthesis=False)
     with pytest.raises(InputError, match="missing keys \\['gamma'\\]"):
         checked_synthesis({k: v for k, v in DEFAULT_SYNTHESIS.items() if k != "gamma"}, MRI)
     with pytest.raises(InputError, match="mean \\[200, 100\\] is not a range"):
@@ -137,4 +156,4 @@ def test_off_leaves_the_training_chain_as_it_was_and_a_bad_policy_is_named() -> 
     with pytest.raises(Exception) as raised:
         parsed_chain("train#preprocessing", normalization=ct)
     assert "set synthesis to null" in str(find_input_error(raised.value))
-    assert "OneOf" not in kinds(normalization=ct, synthesis=None)
+    assert "RandSyntheticImaged" not in kinds(normalization=ct, synthesis=None)

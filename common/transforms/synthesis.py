@@ -4,9 +4,9 @@ grey values. ``train#synthesis`` in every bundle's ``train.json`` lists the chai
 training image before it is cropped (a coil shades a whole scan): the per-label sampler below,
 MONAI's blur (partial volume), bias field and isotropic low resolution, the one-axis low resolution
 (thick slices) MONAI has no transform for, noise, the background set back to zero, the percentile
-normalisation every scan gets, and gamma; every probability and range is a key of the config's
-``synthesis`` dict, and ``prob`` is the chance that a training image (and so each of its crops) is
-synthetic rather than real."""
+normalisation every scan gets, and gamma. The synthetic image is cropped with the real one, and
+each crop is then synthetic with probability ``prob`` (``train#synthetic_crops``), so that a batch
+mixes both. Every probability and range is a key of the config's ``synthesis`` dict."""
 
 from __future__ import annotations
 
@@ -117,13 +117,14 @@ class SynthesizeFromLabelsd(RandomizableTransform, MapTransform):
         std: range of their standard deviations (SynthSeg: 5 to 25).
         bands: generation labels per class.
         mask_key: where the mask of the non-zero voxels goes.
+        synthetic_key: where the synthetic image goes (``None``: in place of the image).
     """
 
     def __init__(self, keys: KeysCollection, label_key: str = "label", mean: Sequence[float] = (25.0, 225.0),
-                 std: Sequence[float] = (5.0, 25.0), bands: int = 1, mask_key: str = "synthesis_mask") -> None:
+                 std: Sequence[float] = (5.0, 25.0), bands: int = 1, mask_key: str = "synthesis_mask", synthetic_key: str | None = None) -> None:
         RandomizableTransform.__init__(self, prob=1.0)
         MapTransform.__init__(self, keys)
-        self.label_key, self.mask_key = label_key, mask_key
+        self.label_key, self.mask_key, self.synthetic_key = label_key, mask_key, synthetic_key
         self.mean, self.std, self.bands = tuple(float(v) for v in mean), tuple(float(v) for v in std), int(bands)
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
@@ -140,7 +141,7 @@ class SynthesizeFromLabelsd(RandomizableTransform, MapTransform):
             inside = generation >= 0
             index = generation.clamp_min(0)
             synthetic = (means[:, index] + stds[:, index] * noise).clamp_min(1.0) * inside
-            d[key] = like(image, synthetic)
+            d[self.synthetic_key or key] = like(image, synthetic)
             d[self.mask_key] = inside[None]
         return d
 
@@ -181,4 +182,31 @@ class RandThickSlicesd(RandomizableTransform, MapTransform):
             coarse[self.axis] = max(1, round(shape[self.axis] / self.factor))
             thick = F.interpolate(F.adaptive_avg_pool3d(values, coarse), size=shape, mode="trilinear", align_corners=False)[0]
             d[key] = like(image, thick)
+        return d
+
+
+class RandSyntheticImaged(RandomizableTransform, MapTransform):
+    """Per training crop: with probability ``prob`` its synthetic image (cropped with it) takes the
+    real image's place; the synthetic image leaves the data either way. Applied to each crop on its
+    own, so that a batch mixes real and synthetic crops (MONAI's ``OneOf`` chooses once for all the
+    crops of an image).
+
+    Args:
+        keys: the image key.
+        synthetic_key: the key of the synthetic image.
+        prob: probability of the synthetic image.
+    """
+
+    def __init__(self, keys: KeysCollection, synthetic_key: str = "synthetic_image", prob: float = 0.5) -> None:
+        RandomizableTransform.__init__(self, prob)
+        MapTransform.__init__(self, keys)
+        self.synthetic_key = synthetic_key
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        self.randomize(None)
+        synthetic = d.pop(self.synthetic_key)
+        if self._do_transform:
+            for key in self.key_iterator(d):
+                d[key] = synthetic
         return d
