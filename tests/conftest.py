@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -17,6 +16,8 @@ from monai.data import create_test_image_3d
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 BUNDLES = REPO_ROOT / "bundles"
+sys.path.insert(0, str(REPO_ROOT / "label_app"))
+from pacs import stop as stop_process_group  # noqa: E402  (the launcher's: a server's whole process group)
 
 DEMO_LABELS = {"0": "background", "1": "CSF", "2": "grey matter", "3": "white matter"}  # the bundles' default classes
 BUNDLE_NAMES = sorted(p.name for p in BUNDLES.iterdir() if (p / "configs" / "train.json").is_file())
@@ -210,15 +211,3 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
-
-
-def stop_process_group(process: subprocess.Popen) -> None:
-    """Stop a server started with ``start_new_session=True``, its whole process group: SIGTERM,
-    then SIGKILL after 30 s."""
-    if process.poll() is None:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()

@@ -64,9 +64,15 @@ def checked_policy(policy: Mapping[str, Any] | bool | None) -> dict[str, Any]:
     """
     if policy is None or policy is False:
         return {**DEFAULT_POLICY, **{key: 0.0 for key in DEFAULT_POLICY if key.endswith("_prob")}, "mirror_axes": []}
-    unknown, missing = sorted(set(policy) - set(DEFAULT_POLICY)), sorted(set(DEFAULT_POLICY) - set(policy))
+    return checked_keys("augmentation", policy, DEFAULT_POLICY)
+
+
+def checked_keys(name: str, policy: Mapping[str, Any], default: Mapping[str, Any]) -> dict[str, Any]:
+    """``policy`` (the config's ``name`` dict) as a dict; :class:`InputError` naming the keys it has
+    that ``default`` has not, and those it lacks."""
+    unknown, missing = sorted(set(policy) - set(default)), sorted(set(default) - set(policy))
     if unknown or missing:
-        raise InputError(f"augmentation: unknown keys {unknown}, missing keys {missing}; the policy has {sorted(DEFAULT_POLICY)}")
+        raise InputError(f"{name}: unknown keys {unknown}, missing keys {missing}; the policy has {sorted(default)}")
     return dict(policy)
 
 

@@ -20,6 +20,7 @@ from monai.data import MetaTensor
 from monai.transforms import MapTransform, RandomizableTransform
 
 from common.errors import InputError
+from common.transforms.augmentation import checked_keys
 
 # SynthSeg's generative ranges (intensities on a 0-255 scale, before normalisation), its bias field
 # and its resolutions, the last two relative to the network's voxel (2 mm for the brain): isotropic
@@ -53,10 +54,7 @@ def checked_synthesis(synthesis: Mapping[str, Any] | bool | None, normalization:
     """
     if synthesis is None or synthesis is False:
         return {**DEFAULT_SYNTHESIS, "prob": 0.0}
-    unknown, missing = sorted(set(synthesis) - set(DEFAULT_SYNTHESIS)), sorted(set(DEFAULT_SYNTHESIS) - set(synthesis))
-    if unknown or missing:
-        raise InputError(f"synthesis: unknown keys {unknown}, missing keys {missing}; the policy has {sorted(DEFAULT_SYNTHESIS)}")
-    policy = dict(synthesis)
+    policy = checked_keys("synthesis", synthesis, DEFAULT_SYNTHESIS)
     for key in ("mean", "std", "blur_sigma", "low_resolution_zoom", "thick_slice_factor", "gamma"):
         low, high = (float(v) for v in policy[key])
         if not 0 <= low <= high:
