@@ -92,7 +92,7 @@ class Run:
     def __init__(self, segmenter: Segmenter, folder: Path, metadata: dict[str, Any], weights: Path, destination: Path,
                  workspace: Path, upload: bool, backend: str, settings: dict[str, Any]) -> None:
         self.segmenter, self.folder, self.metadata, self.weights = segmenter, folder, metadata, weights
-        self.destination, self.workspace, self.upload, self.backend = destination, workspace, upload, backend
+        self.destination, self.workspace, self.upload = destination, workspace, upload
         self.settings_sha256 = settings_digest(settings, backend)
 
     def prepare(self, job: Job, index: int) -> Prepared:
