@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import logging
 import os
 import shutil
@@ -74,6 +75,18 @@ class Prepared:
 
 
 @dataclass
+class Segmented:
+    """A scan segmented: its label volume (in its staging folder), the device that ran, why no DICOM
+    SEG can be made (``None``: one can), and the seconds of its windows and its post-processing."""
+
+    label_path: Path
+    device: Any
+    seg_problem: str | None
+    windows: float
+    postprocessing: float
+
+
+@dataclass
 class Outcome:
     """A row of the summary: the scan, ``done``, ``skipped`` or ``failed``, its seconds, and its
     report or its error."""
@@ -97,7 +110,7 @@ class Run:
 
     def prepare(self, job: Job, index: int) -> Prepared:
         """Stage ``job``'s scan (a private copy, or pulled from the server) and pre-process it; an
-        error is kept for :meth:`finish` to report, naming what the user gave."""
+        error is kept for :meth:`segment` to raise, naming what the user gave."""
         started = time.perf_counter()
         prepared = Prepared(job, self.workspace / f"scan-{index:05d}")
         try:
@@ -105,46 +118,52 @@ class Run:
             prepared.scan = job.staged(prepared.staging / "input")
             with errors_naming({prepared.scan.source: job.source}):
                 prepared.item = self.segmenter.preprocess(prepared.scan)
-        except Exception as err:  # noqa: BLE001 - every failure of one scan is that scan's, reported by finish()
+        except Exception as err:  # noqa: BLE001 - every failure of one scan is that scan's, raised by segment()
             prepared.error = err
         prepared.seconds = time.perf_counter() - started
         return prepared
 
-    def finish(self, prepared: Prepared, started: float) -> Path:
-        """Segment a prepared scan and write its outputs into the output folder; the report's path.
-        Nothing of the scan is left anywhere when it fails. ``started``: when this scan's turn came."""
-        job, staging = prepared.job, prepared.staging
-        try:
-            if prepared.error is not None:
-                raise prepared.error
-            scan = prepared.scan
-            seg_problem = seg_source_problem(scan.files) if scan.series_uid is not None else "the input is not DICOM"
-            if self.upload and seg_problem:
-                raise InputError(f"{job.source}: no DICOM SEG can be made to upload: {seg_problem}")
-            if scan.series_uid is not None and seg_problem:
-                logger.info(f"no DICOM SEG: {seg_problem}")
-            with errors_naming({self.segmenter.weights: str(self.weights), scan.source: job.source}):
-                label_path, device = self.segmenter.segment(prepared.item)
-            segmented = time.perf_counter()
-            outputs, label = write_outputs(staging, label_path, scan, job.name, self.segmenter.class_names, self.metadata, not seg_problem)
-            windows = self.segmenter.windows_seconds
-            write_report(outputs, label, scan, job.source, self.segmenter.class_names, {
-                "bundle": bundle_facts(self.folder, self.metadata, self.weights, self.segmenter.weights_sha256),
-                "uploaded_to": job.study[0] if self.upload and job.study else None,
-                "device": str(device),
-                "backend": backend_description(self.segmenter.network),
-                "settings_sha256": self.settings_sha256,
-                "runtime_s": round(prepared.seconds + time.perf_counter() - started, 2),
-                "timing_s": {"reading": round(prepared.seconds, 2), "windows": round(windows, 2),
-                             "postprocessing": round(segmented - started - windows, 2), "outputs": round(time.perf_counter() - segmented, 2)},
-            })
-            if self.upload:
-                store(job.study[0], outputs["dicom_seg"])
-            for path in outputs.values():
-                os.replace(path, self.destination / path.name)
-            return self.destination / outputs["report"].name
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
+    def segment(self, prepared: Prepared) -> Segmented:
+        """Segment a prepared scan: its label volume moved into the scan's staging folder (so the
+        next scan's cannot meet it), the device that ran, and the seconds of its windows and its
+        post-processing."""
+        if prepared.error is not None:
+            raise prepared.error
+        job, scan, started = prepared.job, prepared.scan, time.perf_counter()
+        seg_problem = seg_source_problem(scan.files) if scan.series_uid is not None else "the input is not DICOM"
+        if self.upload and seg_problem:
+            raise InputError(f"{job.source}: no DICOM SEG can be made to upload: {seg_problem}")
+        if scan.series_uid is not None and seg_problem:
+            logger.info(f"no DICOM SEG: {seg_problem}")
+        with errors_naming({self.segmenter.weights: str(self.weights), scan.source: job.source}):
+            label_path, device = self.segmenter.segment(prepared.item)
+        prepared.item = None  # the pre-processed scan is no longer needed
+        label_path = Path(shutil.move(label_path, prepared.staging / label_path.name))
+        windows = self.segmenter.windows_seconds
+        return Segmented(label_path, device, seg_problem, windows, time.perf_counter() - started - windows)
+
+    def write(self, prepared: Prepared, segmented: Segmented) -> Path:
+        """Write a segmented scan's outputs and report, store its SEG when asked, and move them all
+        into the output folder; the report's path."""
+        started, job, scan, staging = time.perf_counter(), prepared.job, prepared.scan, prepared.staging
+        outputs, label = write_outputs(staging, segmented.label_path, scan, job.name, self.segmenter.class_names, self.metadata,
+                                       not segmented.seg_problem)
+        seconds = {"reading": prepared.seconds, "windows": segmented.windows, "postprocessing": segmented.postprocessing,
+                   "outputs": time.perf_counter() - started}
+        write_report(outputs, label, scan, job.source, self.segmenter.class_names, {
+            "bundle": bundle_facts(self.folder, self.metadata, self.weights, self.segmenter.weights_sha256),
+            "uploaded_to": job.study[0] if self.upload and job.study else None,
+            "device": str(segmented.device),
+            "backend": backend_description(self.segmenter.network),
+            "settings_sha256": self.settings_sha256,
+            "runtime_s": round(sum(seconds.values()), 2),
+            "timing_s": {step: round(value, 2) for step, value in seconds.items()},
+        })
+        if self.upload:
+            store(job.study[0], outputs["dicom_seg"])
+        for path in outputs.values():
+            os.replace(path, self.destination / path.name)
+        return self.destination / outputs["report"].name
 
     def verified(self, job: Job) -> Path | None:
         """The report of ``job`` when the output folder holds its complete, verified outputs."""
@@ -158,40 +177,55 @@ class Run:
 
     def one(self, job: Job) -> Path:
         """A run of one scan: its outputs, or its error (nothing written)."""
-        started = time.perf_counter()
         found = self.verified(job)
         if found is not None:
             logger.info(f"{job.label}: outputs complete and verified, kept: {found}")
             return found
-        return self.finish(self.prepare(job, 0), started)
+        prepared = self.prepare(job, 0)
+        try:
+            return self.write(prepared, self.segment(prepared))
+        finally:
+            shutil.rmtree(prepared.staging, ignore_errors=True)
 
     def many(self, jobs: list[Job], read_ahead: bool = True) -> list[Outcome]:
         """A run of many scans: each done, skipped (its outputs already complete and verified) or
-        failed on its own; with ``read_ahead``, the next scan is read and pre-processed while the
-        current one's windows run (two scans in memory instead of one)."""
+        failed on its own. The network segments one scan after another while, with ``read_ahead``,
+        a thread reads and pre-processes the next scan (two scans in memory instead of one), and
+        another writes the previous one's outputs."""
         outcomes: dict[int, Outcome] = {}
         for index, job in enumerate(jobs):
             found = self.verified(job)
             if found is not None:
                 outcomes[index] = Outcome(job.label, "skipped", 0.0, found.name)
         pending = [(index, job) for index, job in enumerate(jobs) if index not in outcomes]
-        with ThreadPoolExecutor(max_workers=1) as reader:
+        writes: dict[int, tuple[Prepared, Future]] = {}
+        with ThreadPoolExecutor(max_workers=1) as reader, ThreadPoolExecutor(max_workers=1) as writer:
             ahead: Future | None = reader.submit(self.prepare, pending[0][1], pending[0][0]) if pending else None
             for turn, (index, job) in enumerate(tqdm(pending, desc="scans", unit="scan", position=0)):
                 prepared = ahead.result() if ahead is not None else self.prepare(job, index)
                 following = pending[turn + 1] if turn + 1 < len(pending) else None
                 ahead = reader.submit(self.prepare, following[1], following[0]) if following and read_ahead else None
-                started = time.perf_counter()
                 try:
-                    report = self.finish(prepared, started)
-                    status, output = "done", report.name
+                    writes[index] = (prepared, writer.submit(self.write, prepared, self.segment(prepared)))
                 except Exception as err:  # noqa: BLE001 - a bad scan stops only itself
-                    input_error = find_input_error(err)
-                    output = brief_message(input_error) if input_error else f"{job.label}: {type(err).__name__}: {first_line(err)}"
-                    status = "failed"
-                    tqdm.write(f"error: {output}", file=sys.stderr)
-                outcomes[index] = Outcome(job.label, status, round(prepared.seconds + time.perf_counter() - started, 2), output)
+                    outcomes[index] = self.failed(prepared, err)
+            for index, (prepared, written) in writes.items():
+                try:
+                    report = written.result()
+                    outcomes[index] = Outcome(prepared.job.label, "done", round(json.loads(report.read_text())["runtime_s"], 2), report.name)
+                except Exception as err:  # noqa: BLE001 - a bad scan stops only itself
+                    outcomes[index] = self.failed(prepared, err)
+                shutil.rmtree(prepared.staging, ignore_errors=True)
         return [outcomes[index] for index in range(len(jobs))]
+
+    @staticmethod
+    def failed(prepared: Prepared, err: Exception) -> Outcome:
+        """The summary row of a scan that failed, its one-line error printed; nothing of it stays."""
+        shutil.rmtree(prepared.staging, ignore_errors=True)
+        input_error = find_input_error(err)
+        message = brief_message(input_error) if input_error else f"{prepared.job.label}: {type(err).__name__}: {first_line(err)}"
+        tqdm.write(f"error: {message}", file=sys.stderr)
+        return Outcome(prepared.job.label, "failed", round(prepared.seconds, 2), message)
 
 
 def write_summary(path: Path, outcomes: list[Outcome]) -> str:
