@@ -169,6 +169,28 @@ def run_bundle(
     return result
 
 
+def error_line_in_process(bundle: str, configs: list[str], overrides: dict) -> str:
+    """Run ``configs`` of ``bundle`` in this process through ``monai.bundle.run`` (what
+    ``python -m monai.bundle run`` calls, without paying a new process's imports) and return the
+    line the command prints for the bad input it stops with (``error: <file>: <problem>``); the
+    printing itself is checked by the tests that run the command."""
+    from monai.bundle import run
+
+    from common.bundle import use_bundle_scripts
+    from common.errors import brief_message, find_input_error
+
+    use_bundle_scripts(BUNDLES / bundle)
+    files = [str(BUNDLES / bundle / "configs" / name) for name in configs]
+    try:
+        run(config_file=files if len(files) > 1 else files[0], **overrides)
+    except Exception as err:  # noqa: BLE001 - the error is what is checked
+        found = find_input_error(err)
+        if found is None:
+            raise
+        return f"error: {brief_message(found)}"
+    raise AssertionError(f"{bundle} {configs} ran to the end instead of stopping on bad input")
+
+
 def write_dicom_series(folder: Path, volume: np.ndarray, spacing: tuple[float, float, float] = (1.0, 1.0, 2.0),
                        positions: list[float] | None = None, tilted: set[int] | None = None, series_uid: str | None = None,
                        study_uid: str | None = None, modality: str = "MR") -> str:

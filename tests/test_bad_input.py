@@ -1,4 +1,6 @@
-"""Bad input stops a bundle before any training step, with one line naming the file and the problem."""
+"""Bad input stops a bundle before any training step, with one line naming the file and the problem.
+Each kind of bad training input is run through ``monai.bundle.run`` in this process; the command's
+own one-line printing (no traceback) is checked on the cases that run it as a user does."""
 
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ import pytest
 import torch
 
 from common.networks import UNETR
-from conftest import TINY_OVERRIDES, make_dataset, run_bundle, write_volume
+from conftest import TINY_OVERRIDES, error_line_in_process, make_dataset, run_bundle, write_volume
 
 TINY = TINY_OVERRIDES["unetr"]
 
@@ -128,10 +130,18 @@ def test_bad_training_input_stops_before_training(case: str, tmp_path: Path) -> 
     root = make_dataset(tmp_path / "data")
     path = damage(root)
     overrides = {**TINY, "dataset_dir": str(root), "ckpt_dir": str(tmp_path / "models"), "output_dir": str(tmp_path / "runs")}
-    result = run_bundle("unetr", ["train.json"], overrides, check=False)
-    assert_one_line_error(result, path, problem)
-    assert "Epoch: 1/" not in result.stdout
+    line = error_line_in_process("unetr", ["train.json"], overrides)
+    assert line.startswith(f"error: {path}: ") and problem in line, line
     assert not (tmp_path / "models").exists() or not any((tmp_path / "models").iterdir())
+
+
+def test_the_command_prints_bad_training_input_in_one_line_before_any_step(tmp_path: Path) -> None:
+    root = make_dataset(tmp_path / "data")
+    path = image_has_nan(root)
+    overrides = {**TINY, "dataset_dir": str(root), "ckpt_dir": str(tmp_path / "models"), "output_dir": str(tmp_path / "runs")}
+    result = run_bundle("unetr", ["train.json"], overrides, check=False)
+    assert_one_line_error(result, path, "1 NaN or infinite intensities")
+    assert "Epoch: 1/" not in result.stdout
 
 
 def test_no_data_says_how_to_get_it(tmp_path: Path) -> None:
@@ -227,8 +237,8 @@ def test_implausible_headers_are_refused_before_allocation(case: str, tmp_path: 
     root = make_dataset(tmp_path / "data")
     path = damage(root)
     overrides = {**TINY, "dataset_dir": str(root), "ckpt_dir": str(tmp_path / "models"), "output_dir": str(tmp_path / "runs")}
-    result = run_bundle("unetr", ["train.json"], overrides, check=False)
-    assert_one_line_error(result, path, problem)
+    line = error_line_in_process("unetr", ["train.json"], overrides)
+    assert line.startswith(f"error: {path}: ") and problem in line, line
     assert not (tmp_path / "models").exists() or not any((tmp_path / "models").iterdir())
 
 

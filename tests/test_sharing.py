@@ -20,6 +20,7 @@ from monai.data import ITKReader
 from monai.transforms import LoadImage
 
 from common.errors import InputError
+from common.io import file_sha256
 from conftest import BUNDLES, OBLIQUE, REPO_ROOT, TRAINED_BUNDLE, cli, last_line, run_bundle, subprocess_env, write_volume
 
 BUNDLE = TRAINED_BUNDLE
@@ -57,8 +58,10 @@ def test_segment_writes_label_overlay_and_report_on_the_scan_grid(trained: dict[
     voxel_ml = abs(np.linalg.det(OBLIQUE[:3, :3])) / 1000
     assert report["volumes_ml"]["CSF"] == pytest.approx((labels == 1).sum() * voxel_ml, abs=1e-3)
     assert set(report["volumes_ml"]) == {"CSF", "grey matter", "white matter"}
-    assert report["bundle"]["name"] == BUNDLE and len(report["bundle"]["weights_sha256"]) == 64
-    assert len(report["scan"]["sha256"]) == 64 and report["device"] == "cpu" and report["runtime_s"] > 0
+    assert report["bundle"]["name"] == BUNDLE and report["device"] == "cpu" and report["runtime_s"] > 0
+    assert report["scan"]["sha256"] == file_sha256(trained["scan"])  # the bytes used, hashed in the staging folder
+    assert report["bundle"]["weights_sha256"] == file_sha256(trained["weights"])
+    assert report["outputs_sha256"]["seg"] == file_sha256(tmp_path / "out" / "oblique_seg.nii.gz")
     assert (tmp_path / "out" / "oblique_overlay.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "%" in result.stderr  # sliding-window progress bar
 
@@ -68,14 +71,18 @@ def test_segment_reads_every_dicom_series_or_the_chosen_one_and_keeps_its_geomet
     image = scan.get_fdata().astype(np.float32)
     write_dicom(tmp_path / "study" / "first.dcm", image, scan.affine)
     write_dicom(tmp_path / "study" / "second.dcm", image[::-1].copy(), scan.affine)
-    from common.cli.scan import dicom_series
+    from common.cli.scan import Scan, dicom_series
 
-    uids = sorted(dicom_series(tmp_path / "study"))
+    series_files = dicom_series(tmp_path / "study")
+    uids = sorted(series_files)
 
     every = cli(*segment_args(trained, tmp_path / "study", tmp_path / "every"))
     assert every.returncode == 0, every.stderr[-3000:]
-    assert sorted(p.name for p in (tmp_path / "every").iterdir()) == sorted(
+    assert sorted(p.name for p in (tmp_path / "every").iterdir()) == sorted(  # two series of one folder never share outputs
         ["summary.csv", *(f"study_{uid}_{kind}" for uid in uids for kind in ("overlay.png", "report.json", "seg.nii.gz"))])
+    first = json.loads((tmp_path / "every" / f"study_{uids[0]}_report.json").read_text())
+    assert first["scan"]["series_uid"] == uids[0] and first["scan"]["path"] == str(tmp_path / "study")
+    assert first["scan"]["sha256"] == Scan(tmp_path / "study", series_files[uids[0]], uids[0]).sha256()  # its files, nothing else
 
     uid = uids[1]
     chosen = cli(*segment_args(trained, tmp_path / "study", tmp_path / "out", "--series", uid))
@@ -215,54 +222,27 @@ def injected(result: subprocess.CompletedProcess) -> bool:
     return "INJECTED" in [line.strip() for line in (result.stdout + result.stderr).splitlines()]
 
 
-@pytest.mark.parametrize("name", CODE_LIKE_NAMES)
-def test_file_and_folder_names_that_look_like_config_code_stay_data(name: str, trained: dict[str, Path], tmp_path: Path) -> None:
+def test_file_and_folder_names_that_look_like_config_code_stay_data(trained: dict[str, Path], tmp_path: Path) -> None:
     """MONAI reads a config string starting with ``$``, ``@`` or ``%`` as code, a reference or a
-    macro; scan names and folders are passed as data (absolute paths), whatever they are called."""
-    folder = tmp_path / name
+    macro; scan names and folders are passed as data (absolute paths), whatever they are called:
+    a folder so named given to ``segment``, holding scans so named, and the same scans through
+    ``inference.json``."""
+    folder = tmp_path / CODE_LIKE_NAMES[0]
     folder.mkdir()
-    shutil.copy2(trained["scan"], folder / f"{name}.nii.gz")
-    result = cli("segment", "--bundle", str(BUNDLES / BUNDLE), "--input", f"{name}/{name}.nii.gz", "--output", f"{name}/out",
+    for name in CODE_LIKE_NAMES:
+        shutil.copy2(trained["scan"], folder / f"{name}.nii.gz")
+    result = cli("segment", "--bundle", str(BUNDLES / BUNDLE), "--input", CODE_LIKE_NAMES[0], "--output", f"{CODE_LIKE_NAMES[2]}/out",
                  "--checkpoint", str(trained["weights"]), cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     assert not injected(result)
-    assert sorted(p.name for p in (folder / "out").iterdir()) == [f"{name}_{kind}" for kind in ("overlay.png", "report.json", "seg.nii.gz")]
-    scans = tmp_path / name.replace("#", "_")  # a folder given on the monai.bundle command line cannot hold '#'
-    scans.mkdir(exist_ok=True)
-    shutil.copy2(trained["scan"], scans / f"{name}.nii.gz")
+    assert sorted(p.name for p in (tmp_path / CODE_LIKE_NAMES[2] / "out").iterdir()) == sorted(
+        ["summary.csv", *(f"{name}_{kind}" for name in CODE_LIKE_NAMES for kind in ("overlay.png", "report.json", "seg.nii.gz"))])
+    scans = tmp_path / "scans"  # a folder given on the monai.bundle command line cannot hold '#'
+    shutil.copytree(folder, scans)
     inferred = run_bundle(BUNDLE, ["inference.json"], {"input_dir": str(scans), "output_dir": str(tmp_path / "segs"),
                                                        "ckpt_path": str(trained["weights"]), "num_workers": 0})
     assert not injected(inferred)
-    assert [p.name for p in (tmp_path / "segs").iterdir()] == [f"{name}_seg.nii.gz"]
-
-
-def test_segment_hashes_exactly_the_files_and_weights_it_used(trained: dict[str, Path], tmp_path: Path) -> None:
-    from common.io import file_sha256
-
-    result = cli(*segment_args(trained, trained["scan"], tmp_path / "out"))
-    assert result.returncode == 0, result.stderr[-3000:]
-    report = json.loads((tmp_path / "out" / "oblique_report.json").read_text())
-    assert report["scan"]["sha256"] == file_sha256(trained["scan"])
-    assert report["bundle"]["weights_sha256"] == file_sha256(trained["weights"])
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["oblique_overlay.png", "oblique_report.json", "oblique_seg.nii.gz"]
-
-
-def test_two_series_of_one_folder_never_share_outputs(trained: dict[str, Path], tmp_path: Path) -> None:
-    from conftest import write_dicom_series
-
-    volume = nib.load(trained["scan"]).get_fdata().astype(np.float32)[:, :, :20] * 1000
-    first = write_dicom_series(tmp_path / "study" / "a", volume)
-    second = write_dicom_series(tmp_path / "study" / "b", volume[::-1].copy())
-    for uid in (first, second):
-        result = cli(*segment_args(trained, tmp_path / "study", tmp_path / "out", "--series", uid))
-        assert result.returncode == 0, result.stderr[-3000:]
-    names = sorted(p.name for p in (tmp_path / "out").iterdir())
-    assert names == sorted(f"study_{uid}_{kind}" for uid in (first, second) for kind in ("overlay.png", "report.json", "seg.dcm", "seg.nii.gz"))
-    report = json.loads((tmp_path / "out" / f"study_{first}_report.json").read_text())
-    slices = sorted((tmp_path / "study" / "a").glob("*.dcm"))
-    from common.cli.scan import Scan
-
-    assert report["scan"]["sha256"] == Scan(tmp_path / "study", slices, first).sha256()  # the 20 files read, nothing else
+    assert sorted(p.name for p in (tmp_path / "segs").iterdir()) == sorted(f"{name}_seg.nii.gz" for name in CODE_LIKE_NAMES)
 
 
 @pytest.mark.parametrize(
@@ -320,24 +300,24 @@ def exported(trained: dict[str, Path], tmp_path_factory: pytest.TempPathFactory)
 
 
 def test_onnx_runtime_gives_the_eager_labels_and_says_so(trained: dict[str, Path], exported: Path, tmp_path: Path) -> None:
-    """``onnx`` and ``torch`` label alike; ``auto`` races them (on a scan of several windows) and the
-    report names the faster and both times; with no ``--backend``, eager PyTorch runs although
-    ``model.onnx`` is there."""
+    """``onnx`` and eager PyTorch label alike; ``auto`` races them (on a scan of several windows) and
+    the report names the faster and both times; with no ``--backend``, eager PyTorch (``torch``)
+    runs although ``model.onnx`` is there."""
     image = np.asarray(nib.load(trained["scan"]).dataobj)
     wide = write_volume(tmp_path / "wide.nii.gz", np.tile(image, (2, 2, 1)), OBLIQUE)
     labels, reports = {}, {}
-    for backend in ("torch", "onnx", "auto", "default"):
+    for backend in ("default", "onnx", "auto"):
         args = ["segment", "--bundle", str(BUNDLES / BUNDLE), "--input", str(wide), "--output", str(tmp_path / backend),
                 "--checkpoint", str(exported), "--device", "cpu"] + ([] if backend == "default" else ["--backend", backend])
         result = cli(*args)
         assert result.returncode == 0, result.stderr[-2000:]
         labels[backend] = np.asarray(nib.load(tmp_path / backend / "wide_seg.nii.gz").dataobj)
         reports[backend] = json.loads((tmp_path / backend / "wide_report.json").read_text())
-    assert reports["torch"]["backend"] == reports["default"]["backend"] == "pytorch"
+    assert reports["default"]["backend"] == "pytorch"
     assert reports["onnx"]["backend"].startswith("onnxruntime (model.onnx")
     assert re.fullmatch(rf"({re.escape(reports['onnx']['backend'])}|pytorch), the faster per window \(pytorch \d+ ms, onnxruntime \d+ ms\)",
                         reports["auto"]["backend"]), reports["auto"]["backend"]
-    assert np.mean(labels["onnx"] != labels["torch"]) < 1e-4 and np.mean(labels["auto"] != labels["torch"]) < 1e-4
+    assert np.mean(labels["onnx"] != labels["default"]) < 1e-4 and np.mean(labels["auto"] != labels["default"]) < 1e-4
 
 
 def test_onnx_of_other_weights_is_refused_or_passed_over(exported: Path, trained: dict[str, Path], tmp_path: Path) -> None:
