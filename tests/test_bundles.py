@@ -15,7 +15,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from conftest import BUNDLE_NAMES, BUNDLES, REPO_ROOT, build_network, make_dataset, network_overrides, run_bundle, subprocess_env, train_overrides, write_volume
+from conftest import (BUNDLE_NAMES, BUNDLES, REPO_ROOT, build_network, error_line_in_process, make_dataset, network_overrides, run_bundle,
+                      subprocess_env, train_overrides, write_volume)
 
 SCHEMA = REPO_ROOT / "tests" / "data" / "meta_schema_20240725.json"
 SCHEMA_SHA256 = "981adcfadb0821ce0dffc1db1d07ae40a1f99b339a5910295475dd55f3ea6de8"
@@ -110,9 +111,8 @@ def test_checkpoint_of_another_network_is_refused_by_name(bundle: str, tmp_path:
     torch.save({"model": build_network(other).state_dict()}, checkpoint)
     overrides = {**network_overrides(bundle), "input_dir": str(dataset / "imagesTr"), "output_dir": str(tmp_path / "out"),
                  "ckpt_path": str(checkpoint)}
-    result = run_bundle(bundle, ["inference.json"], overrides, check=False)
-    assert result.returncode != 0
-    assert result.stderr.strip().splitlines()[-1].startswith(f"error: {checkpoint}: weights do not fit the network")
+    line = error_line_in_process(bundle, ["inference.json"], overrides)
+    assert line.startswith(f"error: {checkpoint}: weights do not fit the network"), line
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
 
 
