@@ -80,7 +80,7 @@ $(ORTHANC_DICOMWEB):
 	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends orthanc orthanc-dicomweb
 
 test: install pacs-install
-	$(PY) -m pytest -n $(TEST_WORKERS) -q
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadgroup -q
 
 # Attention layers against their plain formulations; then segment's wall time and peak memory per
 # bundle at 1 mm and 0.5 mm (needs the demo weights: make demo BUNDLE=...; skipped without them).

@@ -254,6 +254,7 @@ def head_like(path: Path, brain_extracted: bool) -> Path:
     return write_volume(path, volume, np.diag([2.0, 2.0, 2.0, 1.0]))
 
 
+@pytest.mark.slow
 def test_the_brain_contract_refuses_a_whole_head_and_takes_a_brain_extracted_scan(tmp_path: Path) -> None:
     weights = tmp_path / "model.pt"
     torch.save({"model": _tiny_weights()}, weights)

@@ -32,7 +32,7 @@ def loaded_scripts_modules() -> list[str]:
     return [name for name in sys.modules if name == "scripts" or name.startswith("scripts.")]
 
 
-@pytest.fixture(scope="module", params=BUNDLE_NAMES)
+@pytest.fixture(scope="module", params=[pytest.param(b, marks=pytest.mark.xdist_group(f"bundle_{b}")) for b in BUNDLE_NAMES])
 def trained(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> tuple[str, Path]:
     """A tiny model of each bundle trained for one epoch, run from inside the bundle folder (its
     configs found as ``configs/...``) on the device given on the command line."""
@@ -84,6 +84,7 @@ def test_inference_keeps_the_input_grid(trained: tuple[str, Path], tmp_path: Pat
     assert set(np.unique(np.asarray(segmentation.dataobj))) <= {0, 1, 2, 3}
 
 
+@pytest.mark.slow
 def test_torchscript_and_onnx_exports_match_the_eager_network(trained: tuple[str, Path], tmp_path: Path) -> None:
     """``python -m common export`` refuses an export off by more than 1e-4 from the eager network;
     here both exports are also checked against each other, outside that code."""
@@ -130,16 +131,19 @@ def test_network_is_batch_independent_and_keeps_the_grid(bundle: str) -> None:
 
 
 @pytest.mark.parametrize("bundle", BUNDLE_NAMES)
-def test_verify_net_in_out(bundle: str) -> None:
-    command = [sys.executable, "-m", "monai.bundle", "verify_net_in_out", "network_def", "--meta_file", "configs/metadata.json",
-               "--config_file", "configs/inference.json"]
-    for key, value in network_overrides(bundle).items():
-        command += [f"--{key}", json.dumps(value)]
-    for section in ("inputs#image", "outputs#pred"):
-        command += [f"--_meta_#network_data_format#{section}#spatial_shape", "[32, 32, 32]"]
-    result = subprocess.run(command, cwd=BUNDLES / bundle, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert "data shape of network is verified with no error" in (result.stdout + result.stderr)
+def test_verify_net_in_out(bundle: str, caplog: pytest.LogCaptureFixture) -> None:
+    """MONAI's ``verify_net_in_out`` (``python -m monai.bundle verify_net_in_out``), in this process."""
+    from monai.bundle import verify_net_in_out
+
+    from common.bundle import use_bundle_scripts
+
+    configs = BUNDLES / bundle / "configs"
+    use_bundle_scripts(BUNDLES / bundle)
+    shape = {f"_meta_#network_data_format#{section}#spatial_shape": [32, 32, 32] for section in ("inputs#image", "outputs#pred")}
+    with caplog.at_level("INFO"):
+        verify_net_in_out("network_def", meta_file=str(configs / "metadata.json"), config_file=str(configs / "inference.json"),
+                          **network_overrides(bundle), **shape)
+    assert "data shape of network is verified with no error" in caplog.text
 
 
 @pytest.mark.parametrize("bundle", BUNDLE_NAMES)
@@ -153,6 +157,7 @@ def test_metadata_follows_the_model_zoo_schema(bundle: str) -> None:
     assert list(metadata["network_data_format"]["outputs"]) == ["pred"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("bundle", ["unetr", "nonlocal_unet"])
 def test_multi_gpu_config_runs_two_gloo_processes(bundle: str, tmp_path: Path, dataset: Path) -> None:
     configs = str([str(BUNDLES / bundle / "configs" / name) for name in ("train.json", "multi_gpu_train.json")])

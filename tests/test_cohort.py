@@ -10,10 +10,12 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+import pytest
 
 from common.cli.cohort import unique_names
 from conftest import BUNDLES, TRAINED_BUNDLE, cli, last_line
 
+pytestmark = pytest.mark.xdist_group("tiny_unetr")  # one worker trains the shared tiny weights (conftest.trained)
 OUTPUTS = ("overlay.png", "report.json", "seg.nii.gz")
 
 
@@ -64,6 +66,7 @@ def test_a_list_file_names_scans_whose_outputs_never_collide(trained: dict[str, 
     assert unique_names([Path("x/s.nii"), Path("x/s.nii"), Path("y/s_2.nii"), None], ["s", "s", "s_2", "s"]) == ["x_s", "x_s_2", "s_2", "s"]
 
 
+@pytest.mark.slow
 def test_a_run_resumes_where_it_stopped(trained: dict[str, Path], tmp_path: Path) -> None:
     """Outputs complete and verified by their report's checksums are kept; a scan whose outputs are
     missing or were changed is segmented again."""

@@ -104,6 +104,7 @@ def test_baselines_build_through_the_bundle_configs(name: str) -> None:
         assert network(torch.rand(1, 1, *protocol["roi_size"])).shape == (1, 4, *protocol["roi_size"])
 
 
+@pytest.mark.slow
 def test_one_tiny_entry_runs_end_to_end_and_repeats_its_dice(tmp_path: Path) -> None:
     data = make_dataset(tmp_path / "data")
     protocol = {"roi_size": [32, 32, 32], "num_samples": 2, "batch_size": 1, "sw_batch_size": 2, "num_workers": 0,
@@ -133,6 +134,7 @@ def test_swinunetr_runs_at_the_protocol_roi_rounded_to_its_grid_and_the_table_sa
     assert "Run at another ROI than the protocol's (the network needs a coarser grid): MONAI SwinUNETR [64, 64, 32]." in text
 
 
+@pytest.mark.slow
 def test_retime_measures_every_entry_again_and_the_table_takes_its_costs(tmp_path: Path) -> None:
     data = make_dataset(tmp_path / "data")
     protocol = {"roi_size": [32, 32, 32], "sw_batch_size": 2, "seed": 0}

@@ -202,7 +202,7 @@ def test_training_refuses_classes_or_channels_that_contradict_the_data(overrides
     assert not (tmp_path / "models").exists()
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="module", params=[pytest.param("own", marks=pytest.mark.xdist_group("own_data"))])
 def trained_on_own_data(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """Tiny ``attention_unet`` trained on a two-channel nnU-Net data set at 1.2 x 1.2 x 1.8 mm (not
     the bundle's 2 mm), through its plan: the weights and the plan, nothing else, describe the run."""

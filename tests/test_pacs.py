@@ -25,8 +25,9 @@ from conftest import BUNDLES, TRAINED_BUNDLE as BUNDLE, cli, free_port, last_lin
 ORTHANC = shutil.which("Orthanc") or "/usr/sbin/Orthanc"
 DICOMWEB_PLUGIN = Path("/usr/share/orthanc/plugins/libOrthancDicomWeb.so")
 USER, PASSWORD = "radiology", "not-on-the-command-line"
-pytestmark = pytest.mark.skipif(not (Path(ORTHANC).is_file() and DICOMWEB_PLUGIN.is_file()),
-                                reason="needs Debian's orthanc and orthanc-dicomweb: make pacs-install")
+pytestmark = [pytest.mark.skipif(not (Path(ORTHANC).is_file() and DICOMWEB_PLUGIN.is_file()),
+                                 reason="needs Debian's orthanc and orthanc-dicomweb: make pacs-install"),
+              pytest.mark.xdist_group("tiny_unetr")]  # one worker trains the shared tiny weights (conftest.trained)
 
 
 class Orthanc:

@@ -23,6 +23,7 @@ from common.errors import InputError
 from common.io import file_sha256
 from conftest import BUNDLES, OBLIQUE, REPO_ROOT, TRAINED_BUNDLE, cli, last_line, run_bundle, subprocess_env, write_volume
 
+pytestmark = pytest.mark.xdist_group("tiny_unetr")  # one worker trains the shared tiny weights (conftest.trained)
 BUNDLE = TRAINED_BUNDLE
 
 
@@ -172,6 +173,7 @@ def unzip(archive: Path, target: Path) -> Path:
     return target / BUNDLE
 
 
+@pytest.mark.slow
 def test_unzipped_package_verifies_and_segments_on_its_own(package_zip: Path, trained: dict[str, Path], tmp_path: Path) -> None:
     assert package_zip.name == f"unetr-{json.loads((BUNDLES / BUNDLE / 'configs' / 'metadata.json').read_text())['version']}.zip"
     assert cli("verify", str(package_zip)).returncode == 0
@@ -299,6 +301,7 @@ def exported(trained: dict[str, Path], tmp_path_factory: pytest.TempPathFactory)
     return weights
 
 
+@pytest.mark.slow
 def test_onnx_runtime_gives_the_eager_labels_and_says_so(trained: dict[str, Path], exported: Path, tmp_path: Path) -> None:
     """``onnx`` and eager PyTorch label alike; ``auto`` races them (on a scan of several windows) and
     the report names the faster and both times; with no ``--backend``, eager PyTorch (``torch``)
@@ -320,6 +323,7 @@ def test_onnx_runtime_gives_the_eager_labels_and_says_so(trained: dict[str, Path
     assert np.mean(labels["onnx"] != labels["default"]) < 1e-4 and np.mean(labels["auto"] != labels["default"]) < 1e-4
 
 
+@pytest.mark.slow
 def test_onnx_of_other_weights_is_refused_or_passed_over(exported: Path, trained: dict[str, Path], tmp_path: Path) -> None:
     """``model.onnx`` beside weights it was not exported from: ``--backend onnx`` refuses by name,
     ``auto`` runs the weights with PyTorch; ``package`` refuses to ship the pair."""

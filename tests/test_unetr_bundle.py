@@ -23,6 +23,7 @@ def train_overrides(dataset: Path, out: Path, **extra) -> dict:
     return bundle_train_overrides(BUNDLE, dataset, out, **extra)
 
 
+@pytest.mark.slow
 def test_interrupted_training_resumes_to_the_right_epoch_and_no_further(tmp_path: Path, dataset: Path) -> None:
     overrides = train_overrides(dataset, tmp_path, max_epochs=3, val_interval=3)
     process = subprocess.Popen(bundle_command(BUNDLE, ["train.json"], overrides), cwd=REPO_ROOT,
