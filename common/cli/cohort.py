@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from common.cli.dicomweb import checked_url, image_series, retrieve_series
-from common.cli.scan import IMAGE_SUFFIXES, Scan, dicom_series, find_scan
+from common.cli.scan import IMAGE_SUFFIXES, Scan, dicom_series, find_scan, stem
 from common.errors import InputError
 
 LIST_SUFFIX = ".txt"  # a text file of scans, one path a line (relative paths start at the file's folder)
@@ -52,11 +52,6 @@ class Job:
         url, study = self.study
         retrieve_series(url, study, self.series, folder)
         return find_scan(folder, self.series)
-
-
-def stem(path: Path) -> str:
-    """A file's name without its image suffix (``scan.nii.gz`` -> ``scan``)."""
-    return next((path.name[: -len(s)] for s in IMAGE_SUFFIXES if path.name.lower().endswith(s)), path.stem)
 
 
 def unique_names(paths: list[Path | None], names: list[str]) -> list[str]:

@@ -22,6 +22,11 @@ ORIENTATION_TOLERANCE = 1e-4
 IMAGE_SUFFIXES = (".nii.gz", ".nii", ".mha", ".mhd", ".nrrd", ".dcm")
 
 
+def stem(path: Path) -> str:
+    """A file's name without its image suffix (``scan.nii.gz`` -> ``scan``)."""
+    return next((path.name[: -len(s)] for s in IMAGE_SUFFIXES if path.name.lower().endswith(s)), path.stem)
+
+
 @dataclass
 class Scan:
     """A scan to segment.
@@ -41,12 +46,7 @@ class Scan:
     def name(self) -> str:
         """File-name stem of the outputs: the file's name without its image suffix, or the folder's
         name and the series UID (two series of one folder never share outputs)."""
-        if self.series_uid is not None:
-            return f"{self.path.name}_{self.series_uid}"
-        for suffix in IMAGE_SUFFIXES:
-            if self.path.name.lower().endswith(suffix):
-                return self.path.name[: -len(suffix)]
-        return self.path.stem
+        return f"{self.path.name}_{self.series_uid}" if self.series_uid is not None else stem(self.path)
 
     @property
     def source(self) -> Path:
