@@ -89,7 +89,7 @@ bench: install
 	$(PY) bench/segment_cost.py
 
 # Each bundle's brain demo weights (make demo BUNDLE=...) on the held-out hemisphere under controlled
-# shifts -> docs/robustness.md. VARIANTS=",_noaug" adds weights trained without the augmentation policy
+# shifts: a table (docs/robustness.md holds the measured ones). VARIANTS=",_noaug" adds weights trained without the augmentation policy
 # into models/_noaug (--augmentation False --ckpt_dir bundles/<b>/models/_noaug).
 VARIANTS ?=
 robustness: install

@@ -7,7 +7,8 @@ real T1's contrast (dark CSF), how much of the ventricles comes out as CSF.
     python bench/robustness.py --variants ",_noaug"  # and those trained without the augmentation policy
     python bench/robustness.py --bundles unetr       # one bundle
 
-Prints a Markdown table and writes it to ``--output`` (default ``docs/robustness.md``).
+Prints a Markdown table, and writes it to ``--output`` when given (docs/robustness.md, written by hand
+around such tables, is not overwritten).
 """
 
 from __future__ import annotations
@@ -121,7 +122,7 @@ def mean_dice(prediction: np.ndarray, reference: np.ndarray) -> float:
     return float(np.mean(scores))
 
 
-def main(variants: str = "", output: str = "docs/robustness.md", bundles: str = ",".join(BUNDLES)) -> None:
+def main(variants: str = "", output: str | None = None, bundles: str = ",".join(BUNDLES)) -> None:
     """Measure the weights of each ``variants`` (comma-separated sub-folders of ``models/``;
     ``""``: ``models/model.pt``) of each of ``bundles`` (comma-separated)."""
     started = time.perf_counter()
@@ -160,7 +161,8 @@ def main(variants: str = "", output: str = "docs/robustness.md", bundles: str = 
     table = "\n".join(lines)
     print(table)
     print(f"({time.perf_counter() - started:.0f} s)")
-    Path(output).write_text("# Robustness of the brain demo weights\n\n" + __doc__.split("\n\n")[0] + "\n\n" + table + "\n")
+    if output:
+        Path(output).write_text(table + "\n")
 
 
 if __name__ == "__main__":
