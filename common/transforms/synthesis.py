@@ -26,9 +26,9 @@ from common.transforms.augmentation import checked_keys
 # and its resolutions, the last two relative to the network's voxel (2 mm for the brain): isotropic
 # down to half the resolution (SynthSeg: up to 4 mm at 1 mm would blur a 2 mm grid beyond the
 # anatomy's scale), one axis up to 4 times coarser (8 mm slices on the 2 mm grid). One crop in five
-# is synthetic: SynthSeg trains on synthetic images alone for hundreds of thousands of steps; in a
-# few hundred, half the crops synthetic cost the held-out hemisphere 0.10 and every scanner shift
-# too, a fifth met the targets (docs/robustness.md, measured with unetr, 2026-12-03).
+# is synthetic: SynthSeg trains on synthetic images alone for hundreds of thousands of steps; in the
+# few hundred of a CPU demo, half the crops synthetic cost unetr's held-out hemisphere 0.10 and every
+# scanner shift too (docs/robustness.md, 2026-12-03), which is why the demos train without it.
 DEFAULT_SYNTHESIS: dict[str, Any] = {
     "prob": 0.2,
     "bands": 3,
