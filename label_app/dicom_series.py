@@ -16,6 +16,27 @@ LPS_FROM_RAS = np.diag([-1.0, -1.0, 1.0])
 STORED_MAX = 4095  # 12 bits stored
 
 
+def slice_dataset(pixels: np.ndarray, sop_class: str, uids: tuple[str, str, str], modality: str,
+                  patient: str) -> pydicom.Dataset:
+    """One image of a series: ``pixels`` ``(columns, rows)`` as 12-bit unsigned values, with its file
+    meta, SOP class, ``uids`` (study, series, frame of reference), modality and patient; the caller
+    adds the geometry and numbering."""
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID = sop_class, generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = pydicom.Dataset()
+    ds.file_meta = meta
+    ds.is_little_endian, ds.is_implicit_VR = True, False  # pydicom 2 needs them; 3 takes the transfer syntax
+    ds.SOPClassUID, ds.SOPInstanceUID = sop_class, meta.MediaStorageSOPInstanceUID
+    ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.FrameOfReferenceUID = uids
+    ds.Modality, ds.PatientID, ds.PatientName = modality, patient, patient
+    ds.Rows, ds.Columns = pixels.shape[1], pixels.shape[0]
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
+    ds.PixelData = np.ascontiguousarray(pixels.T).tobytes()
+    return ds
+
+
 def write_series(image: str | Path, folder: str | Path, study_uid: str, patient: str, modality: str = "MR",
                  description: str = "", series_number: int = 1) -> tuple[str, list[Path]]:
     """Write the 3D NIfTI ``image`` into ``folder`` as one series of study ``study_uid``: slice ``k``
@@ -39,24 +60,12 @@ def write_series(image: str | Path, folder: str | Path, study_uid: str, patient:
     folder.mkdir(parents=True, exist_ok=True)
     files = []
     for k in range(data.shape[2]):
-        meta = FileMetaDataset()
-        meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID = sop_class, generate_uid()
-        meta.TransferSyntaxUID = ExplicitVRLittleEndian
-        ds = pydicom.Dataset()
-        ds.file_meta = meta
-        ds.is_little_endian, ds.is_implicit_VR = True, False  # pydicom 2 needs them; 3 takes the transfer syntax
-        ds.SOPClassUID, ds.SOPInstanceUID = sop_class, meta.MediaStorageSOPInstanceUID
-        ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.FrameOfReferenceUID = study_uid, series_uid, frame_uid
-        ds.Modality, ds.PatientID, ds.PatientName = modality, patient, patient
+        ds = slice_dataset(pixels[:, :, k], sop_class, (study_uid, series_uid, frame_uid), modality, patient)
         ds.StudyID, ds.SeriesNumber, ds.InstanceNumber, ds.SeriesDescription = "1", series_number, k + 1, description
         ds.ImagePositionPatient = [float(v) for v in LPS_FROM_RAS @ (affine @ [0.0, 0.0, k, 1.0])[:3]]
         ds.ImageOrientationPatient = [float(v) for v in np.concatenate([lps[:, 0] / spacing[0], lps[:, 1] / spacing[1]])]
         ds.PixelSpacing, ds.SliceThickness = [float(spacing[1]), float(spacing[0])], float(spacing[2])
-        ds.Rows, ds.Columns = data.shape[1], data.shape[0]
-        ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
-        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
         ds.RescaleSlope, ds.RescaleIntercept = f"{slope:.10g}", f"{low:.10g}"
-        ds.PixelData = np.ascontiguousarray(pixels[:, :, k].T).tobytes()
         path = folder / f"{k:05d}.dcm"
         pydicom.dcmwrite(str(path), ds, write_like_original=False)
         files.append(path)

@@ -197,9 +197,8 @@ def write_dicom_series(folder: Path, volume: np.ndarray, spacing: tuple[float, f
     """A classic single-frame DICOM series of ``volume`` ``(columns, rows, slices)``, one file per
     slice: axial slices ``spacing[2]`` mm apart (or at ``positions`` mm), in-plane ``spacing[:2]``;
     the slices of ``tilted`` get another orientation. Returns the series instance UID."""
-    import pydicom
-    from pydicom.dataset import FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, CTImageStorage, generate_uid
+    from dicom_series import slice_dataset
+    from pydicom.uid import CTImageStorage, MRImageStorage, generate_uid
 
     series_uid = series_uid or generate_uid()
     study_uid = study_uid or generate_uid()
@@ -208,22 +207,12 @@ def write_dicom_series(folder: Path, volume: np.ndarray, spacing: tuple[float, f
     folder.mkdir(parents=True, exist_ok=True)
     pixels = np.clip(volume, 0, 4095).astype(np.uint16)
     for index in range(pixels.shape[2]):
-        meta = FileMetaDataset()
-        meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID = sop_class, generate_uid()
-        meta.TransferSyntaxUID = ExplicitVRLittleEndian
-        ds = pydicom.Dataset()
-        ds.file_meta = meta
-        ds.SOPClassUID, ds.SOPInstanceUID = sop_class, meta.MediaStorageSOPInstanceUID
-        ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.FrameOfReferenceUID = study_uid, series_uid, frame
-        ds.Modality, ds.PatientID, ds.PatientName, ds.StudyID, ds.SeriesNumber, ds.InstanceNumber = modality, "TEST", "Test^Patient", "1", 1, index + 1
+        ds = slice_dataset(pixels[:, :, index], sop_class, (study_uid, series_uid, frame), modality, "TEST")
+        ds.PatientName, ds.StudyID, ds.SeriesNumber, ds.InstanceNumber = "Test^Patient", "1", 1, index + 1
         z = positions[index] if positions is not None else index * spacing[2]
         ds.ImagePositionPatient = [0.0, 0.0, float(z)]
         ds.ImageOrientationPatient = [1.0, 0.0, 0.0, 0.0, 0.8, 0.6] if tilted and index in tilted else [1.0, 0.0, 0.0, 0.0, 1.0, 0.0]
         ds.PixelSpacing, ds.SliceThickness = [float(spacing[1]), float(spacing[0])], float(spacing[2])
-        ds.Rows, ds.Columns = pixels.shape[1], pixels.shape[0]
-        ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
-        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
-        ds.PixelData = np.ascontiguousarray(pixels[:, :, index].T).tobytes()
         ds.save_as(folder / f"slice_{index:04d}.dcm", enforce_file_format=True)
     return series_uid
 
