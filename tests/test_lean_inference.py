@@ -15,7 +15,7 @@ from monai.data import MetaTensor
 from monai.transforms import Activationsd, AsDiscreted, Compose, FillHoles, Invertd
 
 from common.errors import InputError
-from common.transforms.inversion import LabelOnInputGridd
+from common.transforms.inversion import LabelOnInputGridd, channel_argmax
 from common.cli.onnx_network import FasterBackend
 from common.transforms.loading import LoadVolumed
 from common.transforms.postprocessing import BackgroundWhereZerod, FillEnclosedBackgroundd
@@ -70,6 +70,15 @@ def test_labels_on_the_input_grid_are_those_of_invertd(grid: str, tmp_path: Path
         assert torch.equal(lean.long(), reference.long()), slab_voxels
         assert np.allclose(lean.affine.numpy(), affine) and np.allclose(reference.affine.numpy(), affine)
 
+
+
+@pytest.mark.parametrize("classes", [1, 2, 4, 300])
+def test_channel_argmax_is_torchs_argmax_ties_included(classes: int) -> None:
+    generator = torch.Generator().manual_seed(classes)
+    probabilities = torch.randint(0, 3, (classes, 9, 8, 7), generator=generator).float()  # many ties
+    label = channel_argmax(probabilities)
+    assert label.dtype == (torch.uint8 if classes <= 256 else torch.int32)
+    assert torch.equal(label.long(), probabilities.argmax(dim=0))
 
 def test_enclosed_background_is_what_fill_holes_finds() -> None:
     """Against MONAI's ``FillHoles`` on the foreground mask: closed cavities are relabelled, a

