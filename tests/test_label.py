@@ -316,7 +316,7 @@ def test_a_pacs_over_dicomweb_is_served_and_a_final_label_goes_back_as_dicom_seg
         study = pydicom.uid.generate_uid()
         image = nib.load(studies / "case0.nii.gz").get_fdata(dtype=np.float32)
         series = write_dicom_series(tmp_path / "series", image * 1000, spacing=(2.0, 2.0, 2.0), study_uid=study)
-        pacs.upload(tmp_path / "series")
+        pacs.upload_series(tmp_path / "series")
         env = {"MONAI_LABEL_DICOMWEB_USERNAME": USER, "MONAI_LABEL_DICOMWEB_PASSWORD": PASSWORD,
                "MONAI_LABEL_DICOMWEB_CACHE_PATH": str(tmp_path / "cache")}
         server = Server(f"{pacs.url}/dicom-web", bundles, tmp_path / "server.log", conf={"models": TRAINED_BUNDLE}, env=env)

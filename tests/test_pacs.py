@@ -6,12 +6,6 @@ from __future__ import annotations
 
 import io
 import json
-import shutil
-import subprocess
-import time
-import urllib.error
-import urllib.request
-from base64 import b64encode
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,63 +14,30 @@ import numpy as np
 import pytest
 from monai.transforms import LoadImage
 
-from conftest import BUNDLES, TRAINED_BUNDLE as BUNDLE, cli, free_port, last_line, stop_process_group, write_dicom_series
+from conftest import BUNDLES, TRAINED_BUNDLE as BUNDLE, cli, free_port, last_line, write_dicom_series
+from pacs import DICOMWEB_PLUGIN, ORTHANC, Orthanc as LauncherOrthanc
 
-ORTHANC = shutil.which("Orthanc") or "/usr/sbin/Orthanc"
-DICOMWEB_PLUGIN = Path("/usr/share/orthanc/plugins/libOrthancDicomWeb.so")
 USER, PASSWORD = "radiology", "not-on-the-command-line"
 pytestmark = [pytest.mark.skipif(not (Path(ORTHANC).is_file() and DICOMWEB_PLUGIN.is_file()),
                                  reason="needs Debian's orthanc and orthanc-dicomweb: make pacs-install"),
               pytest.mark.xdist_group("tiny_unetr")]  # one worker trains the shared tiny weights (conftest.trained)
 
 
-class Orthanc:
-    """Orthanc on a free loopback port with a throwaway storage folder and basic authentication."""
+class Orthanc(LauncherOrthanc):
+    """``make label-pacs``'s Orthanc on a free loopback port with the tests' credentials, and what the
+    tests read back from it."""
 
     def __init__(self, root: Path) -> None:
-        (root / "storage").mkdir(parents=True)
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        config = {
-            "Name": "test-pacs", "StorageDirectory": str(root / "storage"), "IndexDirectory": str(root / "storage"),
-            "HttpPort": self.port, "DicomServerEnabled": False, "RemoteAccessAllowed": False,
-            "AuthenticationEnabled": True, "RegisteredUsers": {USER: PASSWORD},
-            "Plugins": [str(DICOMWEB_PLUGIN)], "DicomWeb": {"Enable": True, "Root": "/dicom-web/"},
-        }
-        (root / "orthanc.json").write_text(json.dumps(config))
-        self.log = root / "orthanc.log"
-        with open(self.log, "w") as out:
-            self.process = subprocess.Popen([ORTHANC, str(root / "orthanc.json")], stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        super().__init__(root, free_port(), USER, PASSWORD)
 
-    def rest(self, path: str, data: bytes | None = None, method: str = "GET") -> bytes:
-        token = b64encode(f"{USER}:{PASSWORD}".encode()).decode()
-        request = urllib.request.Request(f"{self.url}{path}", data=data, method=method, headers={"Authorization": f"Basic {token}"})
-        with urllib.request.urlopen(request, timeout=60) as response:
-            return response.read()
-
-    def wait(self, timeout: float = 60) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                pytest.fail(f"Orthanc exited: {self.log.read_text()[-2000:]}")
-            try:
-                self.rest("/system")
-                return
-            except (urllib.error.URLError, ConnectionError):
-                time.sleep(0.5)
-        pytest.fail(f"Orthanc did not answer in {timeout} s: {self.log.read_text()[-2000:]}")
-
-    def upload(self, folder: Path) -> None:
-        for file in sorted(folder.glob("*.dcm")):
-            self.rest("/instances", file.read_bytes(), "POST")
+    def upload_series(self, folder: Path) -> None:
+        """Store every ``.dcm`` file of ``folder``."""
+        self.upload(sorted(folder.glob("*.dcm")))
 
     def series_of(self, study: str) -> list[dict]:
         """Orthanc's description of every series of the study with UID ``study``."""
         found = [item["ID"] for item in json.loads(self.rest("/tools/lookup", study.encode(), "POST")) if item["Type"] == "Study"]
         return [series for orthanc_id in found for series in json.loads(self.rest(f"/studies/{orthanc_id}/series"))]
-
-    def stop(self) -> None:
-        stop_process_group(self.process)
 
 
 @pytest.fixture
@@ -103,7 +64,7 @@ def test_segment_pulls_over_dicomweb_and_stores_a_seg_that_matches_its_nifti(pac
 
     study = pydicom.uid.generate_uid()
     series = write_dicom_series(tmp_path / "series", series_volume(trained), spacing=(1.5, 1.5, 2.5), study_uid=study)
-    pacs.upload(tmp_path / "series")
+    pacs.upload_series(tmp_path / "series")
     url = f"{pacs.url}/dicom-web"
     result = cli("segment", "--bundle", str(BUNDLES / BUNDLE), "--input", url, "--study", study, "--output", str(tmp_path / "out"),
                  "--checkpoint", str(trained["weights"]), "--upload")
@@ -145,7 +106,7 @@ def test_bad_input_over_dicomweb_writes_and_uploads_nothing(case: str, problem: 
     study = pydicom.uid.generate_uid()
     positions = [2.0 * i for i in range(12) if i != 6]
     write_dicom_series(tmp_path / "series", np.full((24, 20, 11), 500.0, dtype=np.float32), positions=positions, study_uid=study)
-    pacs.upload(tmp_path / "series")
+    pacs.upload_series(tmp_path / "series")
     url = f"{pacs.url}/dicom-web"
     if case == "unknown study":
         study = "1.2.3.4.5.6.7.8.9"
@@ -173,7 +134,7 @@ def test_every_image_series_of_a_study_is_segmented_and_stored_back(pacs: Orthan
     volume = series_volume(trained, slices=12)
     uids = sorted(write_dicom_series(tmp_path / name, data, study_uid=study) for name, data in (("a", volume), ("b", volume[::-1].copy())))
     for name in ("a", "b"):
-        pacs.upload(tmp_path / name)
+        pacs.upload_series(tmp_path / name)
     url = f"{pacs.url}/dicom-web"
     result = cli("segment", "--bundle", str(BUNDLES / BUNDLE), "--input", url, "--study", study, "--output", str(tmp_path / "out"),
                  "--checkpoint", str(trained["weights"]), "--upload")

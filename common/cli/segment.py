@@ -271,8 +271,8 @@ def segment(
     Many scans (a folder, a list, several series) pay the start-up once: imports, network and
     weights (and ONNX Runtime, when asked) are set up once, then each scan costs its reading,
     windows and writing; the next scan is read, and the previous one's outputs written, while the
-    current one's windows run. A bad scan stops only itself: its one-line error is printed, nothing of it is left in ``output``, and the
-    run goes on; ``output/summary.csv`` (scan, status, seconds, output) is written and printed at the
+    current one's windows run. A bad scan stops only itself: its one-line error is printed, nothing
+    of it is left in ``output``, and the run goes on; ``output/summary.csv`` (scan, status, seconds, output) is written and printed at the
     end, and the exit status is non-zero if any scan failed. A scan whose outputs in ``output`` are
     complete and verified (made from the same scan, weights and settings, every file matching the
     checksum in its report) is skipped, so an interrupted run goes on where it stopped. A run of

@@ -26,9 +26,7 @@ from common.transforms.augmentation import checked_keys
 # and its resolutions, the last two relative to the network's voxel (2 mm for the brain): isotropic
 # down to half the resolution (SynthSeg: up to 4 mm at 1 mm would blur a 2 mm grid beyond the
 # anatomy's scale), one axis up to 4 times coarser (8 mm slices on the 2 mm grid). One crop in five
-# is synthetic: SynthSeg trains on synthetic images alone for hundreds of thousands of steps; in the
-# few hundred of a CPU demo, half the crops synthetic cost unetr's held-out hemisphere 0.10 and every
-# scanner shift too (docs/robustness.md, 2026-12-03), which is why the demos train without it.
+# is synthetic; what other shares cost, and why the CPU demos train without it: docs/robustness.md.
 DEFAULT_SYNTHESIS: dict[str, Any] = {
     "prob": 0.2,
     "bands": 3,
