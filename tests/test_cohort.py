@@ -12,7 +12,9 @@ import nibabel as nib
 import numpy as np
 import pytest
 
+from common.cli import cohort
 from common.cli.cohort import unique_names
+from common.cli.scan import Scan
 from conftest import BUNDLES, TRAINED_BUNDLE, cli, last_line
 
 pytestmark = pytest.mark.xdist_group("tiny_unetr")  # one worker trains the shared tiny weights (conftest.trained)
@@ -85,3 +87,12 @@ def test_a_run_resumes_where_it_stopped(trained: dict[str, Path], tmp_path: Path
     assert (tmp_path / "out" / "third_overlay.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     changed_settings = segment(trained, scans, tmp_path / "out", "--backend", "auto")  # other settings: made again
     assert [row["status"] for row in summary(tmp_path / "out")] == ["done", "done", "done"], changed_settings.stderr[-2000:]
+
+
+def test_a_series_uid_from_a_file_or_a_server_never_names_a_path_outside_the_output(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert Scan(Path("/data/study"), series_uid="1.2.840.113619.2.55").name == "study_1.2.840.113619.2.55"
+    assert Scan(Path("/data/study"), series_uid="1.2/../../models/model.pt").name == "study_1.2_.._.._models_model.pt"
+    monkeypatch.setattr(cohort, "checked_url", lambda url: url)
+    monkeypatch.setattr(cohort, "image_series", lambda url, study: {"../../weights": "MR, series 1", "1.2.3": "MR, series 2"})
+    jobs, _ = cohort.find_jobs("http://pacs/dicom-web", study="1.2", remote=True)
+    assert [(job.name, job.series) for job in jobs] == [(".._.._weights", "../../weights"), ("1.2.3", "1.2.3")]

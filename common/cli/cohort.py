@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from common.cli.dicomweb import checked_url, image_series, retrieve_series
-from common.cli.scan import IMAGE_SUFFIXES, Scan, dicom_series, find_scan, stem
+from common.cli.scan import IMAGE_SUFFIXES, Scan, dicom_series, find_scan, stem, uid_in_name
 from common.errors import InputError
 
 LIST_SUFFIX = ".txt"  # a text file of scans, one path a line (relative paths start at the file's folder)
@@ -75,7 +75,7 @@ def folder_jobs(folder: Path) -> list[tuple[str, Path, str | None]]:
     volume = lambda p: p.name.lower().endswith(VOLUME_SUFFIXES)
     files = sorted(p for p in folder.iterdir() if p.is_file() and volume(p) and not p.name.startswith("."))
     others = any(p.is_file() and not volume(p) for p in folder.rglob("*"))  # only those can be DICOM
-    return [(stem(p), p, None) for p in files] + [(f"{folder.name}_{uid}", folder, uid) for uid in sorted(dicom_series(folder) if others else [])]
+    return [(stem(p), p, None) for p in files] + [(f"{folder.name}_{uid_in_name(uid)}", folder, uid) for uid in sorted(dicom_series(folder) if others else [])]
 
 
 def listed_paths(list_file: Path) -> list[Path]:
@@ -100,7 +100,7 @@ def remote_jobs(url: str, study: str, series: str | None) -> tuple[list[Job], bo
     if not found:
         raise InputError(f"{url}: study {study} holds no image series")
     chosen = [series] if series is not None else sorted(found)
-    jobs = [Job(f"{url}/studies/{study}/series/{uid}", uid, None, uid, (url, study)) for uid in chosen]
+    jobs = [Job(f"{url}/studies/{study}/series/{uid}", uid_in_name(uid), None, uid, (url, study)) for uid in chosen]
     return jobs, len(jobs) == 1
 
 

@@ -5,6 +5,7 @@ hashed."""
 from __future__ import annotations
 
 import hashlib
+import re
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,11 +21,19 @@ SLICE_TOLERANCE = 0.01  # relative deviation from the median slice spacing accep
 ORIENTATION_TOLERANCE = 1e-4
 
 IMAGE_SUFFIXES = (".nii.gz", ".nii", ".mha", ".mhd", ".nrrd", ".dcm")
+NOT_IN_UID_NAMES = re.compile(r"[^A-Za-z0-9._+-]")
 
 
 def stem(path: Path) -> str:
     """A file's name without its image suffix (``scan.nii.gz`` -> ``scan``)."""
     return next((path.name[: -len(s)] for s in IMAGE_SUFFIXES if path.name.lower().endswith(s)), path.stem)
+
+
+def uid_in_name(uid: str) -> str:
+    """A series UID (read from a file's headers or a server's answer) as part of an output's file
+    name: any character but letters, digits and ``._+-`` becomes ``_``, so that no UID can name a
+    path outside the output folder. A DICOM UID (digits and dots) is kept as it is."""
+    return NOT_IN_UID_NAMES.sub("_", uid)
 
 
 @dataclass
@@ -46,7 +55,7 @@ class Scan:
     def name(self) -> str:
         """File-name stem of the outputs: the file's name without its image suffix, or the folder's
         name and the series UID (two series of one folder never share outputs)."""
-        return f"{self.path.name}_{self.series_uid}" if self.series_uid is not None else stem(self.path)
+        return f"{self.path.name}_{uid_in_name(self.series_uid)}" if self.series_uid is not None else stem(self.path)
 
     @property
     def source(self) -> Path:
